@@ -1,0 +1,148 @@
+"""The ASGI application: ``Gateway(settings)`` holds all state; there is no module-level state.
+
+Every request takes the same path::
+
+    route lookup (unknown path: 404, before auth) → method check (405) → authenticate (401)
+      → handler (api/*) → errors rendered in the route's dialect, never a traceback
+
+Each route declares who may call it (``public``, ``key`` or ``admin``); a route without a declaration
+cannot be added. Lifespan start-up opens the pooled upstream client; shutdown closes it after the server
+has drained in-flight requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from lockgate.api import health, openai
+from lockgate.asgi import Receive, Request, Scope, Send
+from lockgate.auth import Authenticator
+from lockgate.config import Settings
+from lockgate.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, PermissionDenied
+from lockgate.observe import RequestRecord, Sink
+from lockgate.routing.router import Router
+from lockgate.upstream import HttpClient
+
+__all__ = ["Gateway", "Route"]
+
+log = logging.getLogger("lockgate")
+
+Handler = Callable[["Gateway", Request], Awaitable[None]]
+Permission = Literal["public", "key", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    methods: dict[str, Handler]
+    permission: Permission
+    dialect: Literal["openai", "anthropic"] = "openai"
+
+
+def _routes() -> dict[str, Route]:
+    routes: dict[str, Route] = {}
+
+    def add(paths: tuple[str, ...], route: Route) -> None:
+        for path in paths:
+            routes[path] = route
+
+    add(("/v1/chat/completions", "/chat/completions"), Route({"POST": openai.chat_completions}, "key"))
+    add(("/v1/embeddings", "/embeddings"), Route({"POST": openai.embeddings}, "key"))
+    add(("/v1/models", "/models"), Route({"GET": openai.list_models}, "key"))
+    add(("/v1/model/info", "/model/info"), Route({"GET": openai.model_info}, "key"))
+    add(("/health/liveliness", "/health/liveness"), Route({"GET": health.liveliness}, "public"))
+    add(("/health/readiness",), Route({"GET": health.readiness}, "public"))
+    add(("/health",), Route({"GET": health.health}, "admin"))
+    return routes
+
+
+class Gateway:
+    """The ASGI app. Build one per process from validated :class:`Settings`."""
+
+    def __init__(self, settings: Settings, *, sinks: tuple[Sink, ...] = ()) -> None:
+        self.settings = settings
+        self.router = Router(settings)
+        self.auth = Authenticator(settings.master_key)
+        self.routes = _routes()
+        self.body_limit = int(settings.max_request_size_mb * 1024 * 1024)
+        self.sinks = sinks
+        self.started_at = int(time.time())
+        self.draining = False
+        self._http: HttpClient | None = None
+
+    @property
+    def http(self) -> HttpClient:
+        if self._http is None:
+            raise RuntimeError("the gateway is not started (ASGI lifespan start-up has not run)")
+        return self._http
+
+    async def startup(self) -> None:
+        if self._http is None:
+            self._http = HttpClient(pool_size=self.settings.upstream_pool_size)
+
+    async def shutdown(self) -> None:
+        self.draining = True
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def emit(self, record: RequestRecord, req: Request) -> None:
+        if not self.sinks:
+            return
+        record.latency_ms = (time.perf_counter() - req.started) * 1000
+        for sink in self.sinks:
+            try:
+                sink.emit(record)
+            except Exception:  # a broken sink must never fail a request that has been answered
+                log.exception("request sink %s failed", type(sink).__name__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http_request(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        req = Request(scope, receive, send)
+        route = self.routes.get(req.path)
+        try:
+            if route is None:
+                raise NotFound(f"Unknown route {req.method} {req.path[:200]}.")
+            handler = route.methods.get(req.method)
+            if handler is None:
+                allowed = ", ".join(route.methods).encode()
+                error = MethodNotAllowed(f"Method {req.method} is not allowed on {req.path}.")
+                error.headers.append((b"allow", allowed))
+                raise error
+            if route.permission != "public":
+                req.principal = self.auth.authenticate(req.headers)
+                if route.permission == "admin" and not req.principal.is_admin:
+                    raise PermissionDenied("This route needs an admin key.")
+            await handler(self, req)
+        except GatewayError as error:
+            await self._send_error(req, route, error)
+        except Exception:
+            log.exception("unhandled error on %s %s (request %s)", req.method, req.path[:200], req.request_id)
+            await self._send_error(req, route, InternalError(f"Internal error (request id {req.request_id})."))
+
+    async def _send_error(self, req: Request, route: Route | None, error: GatewayError) -> None:
+        anthropic = route is not None and route.dialect == "anthropic"
+        body = error.anthropic_body() if anthropic else error.openai_body()
+        try:
+            await req.respond(error.status, body, headers=error.headers)
+        except RuntimeError:  # the response had already started; nothing more can be said
+            log.warning("error after the response started on request %s: %s", req.request_id, error.message)

@@ -1,0 +1,89 @@
+"""The ASGI vocabulary the gateway uses: a small request object and response helpers.
+
+No framework: the request path is short and every step is visible here and in :mod:`lockgate.app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from lockgate.auth import Principal
+from lockgate.errors import PayloadTooLarge, RequestTimeout
+
+__all__ = ["ASGIApp", "Message", "Receive", "Request", "Scope", "Send"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON = b"application/json"
+BODY_READ_TIMEOUT = 30.0
+
+
+class Request:
+    """One client request: raw ASGI parts plus what the gateway works out about it."""
+
+    __slots__ = (
+        "headers", "method", "path", "principal", "receive", "request_id", "response_headers", "scope",
+        "send", "started",
+    )  # fmt: skip
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.headers: dict[str, str] = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        self.request_id = os.urandom(12).hex()
+        self.principal: Principal | None = None
+        self.started = time.perf_counter()
+        self.response_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode())]
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body, refused with 413 past ``limit`` bytes and 408 when it arrives too slowly."""
+        declared = self.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        message = await self.receive()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            if len(body) > limit:
+                raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+            return body  # the common case: one message, no timer needed
+        parts = [body]
+        size = len(body)
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT):
+                while message.get("more_body", False):
+                    message = await self.receive()
+                    if message["type"] == "http.disconnect":
+                        raise RequestTimeout("The client disconnected before sending its whole body.")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+                    parts.append(chunk)
+        except TimeoutError as exc:
+            raise RequestTimeout("The request body was not received in time.") from exc
+        return b"".join(parts)
+
+    async def respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes = JSON,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        out = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        out += self.response_headers
+        if headers:
+            out += headers
+        await self.send({"type": "http.response.start", "status": status, "headers": out})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})

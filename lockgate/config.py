@@ -1,0 +1,580 @@
+"""Load and validate a LiteLLM-style ``config.yaml``: the only module that reads the environment.
+
+:func:`load_settings` reads the file with ``yaml.safe_load``, resolves ``os.environ/NAME`` references,
+checks every key and returns frozen :class:`Settings`, or raises :class:`ConfigError` listing every
+problem with its path (and line) in the file. Keys that LiteLLM knows but lockgate does not implement yet
+become warnings ("ignored: <path>"); unknown keys get a typo suggestion. Nothing here weakens auth:
+an ignored key is only ever ignored.
+
+Environment variables read (the README's table is generated from :data:`ENVIRONMENT`):
+only those in :data:`ENVIRONMENT`, plus whatever the config names with ``os.environ/NAME``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lockgate.deployment import Deployment, deployment_id
+from lockgate.providers import registry
+from lockgate.providers.base import COMMON_CONFIG_PARAMS
+from lockgate.secret import Secret
+
+__all__ = [
+    "ENVIRONMENT",
+    "ConfigError",
+    "Problem",
+    "Settings",
+    "load_settings",
+    "parse_settings",
+]
+
+ENV_PREFIX = "os.environ/"
+
+# Every environment variable lockgate reads on its own, with what it does. Nothing else is read implicitly.
+ENVIRONMENT: dict[str, str] = {
+    "LITELLM_MASTER_KEY": "Master key, when the config sets no `general_settings.master_key` (LiteLLM's name).",
+    "DATABASE_URL": "Database URL, when the config sets no `general_settings.database_url` (LiteLLM's name).",
+    "LITELLM_DROP_PARAMS": "`true` sets `litellm_settings.drop_params` when the config leaves it unset.",
+}
+
+# --- the keys we know, per section -------------------------------------------------------------------
+# implemented: read and honoured. ignored: LiteLLM keys not implemented yet (a warning, never an error).
+# refused: settings whose absence would make the gateway less strict than its operator expects.
+
+_TOP = {
+    "model_list",
+    "general_settings",
+    "litellm_settings",
+    "router_settings",
+    "environment_variables",
+    "lockgate",
+}
+_TOP_IGNORED = {
+    "callback_settings", "guardrails", "mcp_servers", "search_tools", "assistant_settings", "credential_list",
+    "vector_store_registry", "prompts", "policies",
+}  # fmt: skip
+
+_GENERAL = {"master_key", "database_url", "store_prompts_in_spend_logs", "max_request_size_mb"}
+_GENERAL_IGNORED = {
+    "database_connection_pool_limit", "database_connection_timeout", "allow_requests_on_db_unavailable",
+    "disable_prisma_schema_update", "store_model_in_db", "supported_db_objects", "disable_spend_logs",
+    "disable_spend_updates", "proxy_batch_write_at", "proxy_budget_rescheduler_min_time",
+    "proxy_budget_rescheduler_max_time", "maximum_spend_logs_retention_period",
+    "maximum_spend_logs_retention_interval", "use_redis_transaction_buffer", "use_spend_logs_partitioning",
+    "disable_reset_budget", "spend_report_frequency", "max_parallel_requests", "global_max_parallel_requests",
+    "max_response_size_mb", "background_health_checks", "health_check_interval", "health_check_details",
+    "alerting", "alert_types", "alert_to_webhook_url", "alerting_threshold", "user_api_key_cache_ttl",
+    "forward_client_headers_to_llm_api", "forward_openai_org_id", "pass_through_endpoints",
+    "completion_model", "litellm_license", "public_routes", "user_header_name", "user_header_mappings",
+    "reject_clientside_metadata_tags", "default_team_disabled", "ui_access_mode", "litellm_key_header_name",
+    "always_include_stream_usage", "infer_model_from_keys", "key_management_settings", "disable_master_key_return",
+    "enable_oauth2_auth", "proxy_batch_polling_interval", "embedding_model", "log_level", "openai_api_base",
+    "disable_user_auth", "store_audit_logs", "redis_host", "redis_port", "redis_password",
+}  # fmt: skip
+_GENERAL_REFUSED = {
+    "custom_auth": "lockgate never loads code named in a config",
+    "custom_key_generate": "lockgate never loads code named in a config",
+    "custom_sso": "lockgate never loads code named in a config",
+    "allowed_ips": "IP allow-lists are not implemented yet; starting without one would be less strict",
+    "allowed_routes": "route allow-lists are not implemented yet; starting without one would be less strict",
+    "admin_only_routes": "admin-only routes are not implemented yet; starting without them would be less strict",
+    "enable_jwt_auth": "JWT auth is not implemented yet",
+    "enforce_user_param": "enforce_user_param is not implemented yet; starting without it would be less strict",
+    "enforced_params": "enforced_params is not implemented yet; starting without it would be less strict",
+    "allow_client_side_credentials": "a client may never choose an upstream's URL or credentials",
+    "key_management_system": "secret managers are not implemented yet; keys would be missing",
+    "use_google_kms": "secret managers are not implemented yet",
+    "use_azure_key_vault": "secret managers are not implemented yet",
+}
+
+_LITELLM = {"drop_params", "num_retries", "request_timeout", "fallbacks"}
+_LITELLM_IGNORED = {
+    "callbacks", "success_callback", "failure_callback", "service_callbacks", "turn_off_message_logging",
+    "redact_user_api_key_info", "redact_messages_in_exceptions", "json_logs", "langfuse_default_tags",
+    "modify_params", "cache", "cache_params", "default_fallbacks", "context_window_fallbacks",
+    "content_policy_fallbacks", "force_ipv4", "max_budget", "budget_duration", "max_end_user_budget",
+    "max_internal_user_budget", "internal_user_budget_duration", "default_key_generate_params",
+    "upperbound_key_generate_params", "key_generation_settings", "default_team_settings",
+    "default_internal_user_params", "store_audit_logs", "extra_spend_tag_headers",
+    "disable_end_user_cost_tracking", "disable_end_user_cost_tracking_prometheus_only",
+    "enable_json_schema_validation", "network_mock", "mcp_aliases", "ssl_verify", "set_verbose",
+    "telemetry", "allowed_fails", "cooldown_time", "model_group_alias", "enable_preview_features",
+    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name", "aws_session_name",
+    "aws_role_name", "aws_profile_name", "vertex_project", "vertex_location", "log_raw_request_response",
+    "return_response_headers", "public_model_groups",
+}  # fmt: skip
+
+_ROUTER = {"routing_strategy", "num_retries", "timeout", "stream_timeout", "fallbacks"}
+_ROUTER_IGNORED = {
+    "routing_strategy_args", "retry_after", "retry_policy", "model_group_retry_policy", "context_window_fallbacks",
+    "content_policy_fallbacks", "default_fallbacks", "max_fallbacks", "allowed_fails", "allowed_fails_policy",
+    "cooldown_time", "disable_cooldowns", "enable_pre_call_checks", "optional_pre_call_checks", "redis_host",
+    "redis_port", "redis_password", "redis_db", "redis_url", "cache_kwargs", "model_group_alias",
+    "enable_tag_filtering", "tag_filtering_match_any", "default_litellm_params", "default_max_parallel_requests",
+    "provider_budget_config", "client_ttl", "caching_groups", "deployment_affinity_ttl_seconds",
+    "ignore_invalid_deployments", "enable_health_check_routing", "enable_weighted_failover", "guardrail_list",
+    "search_tools", "default_model", "failover", "retries", "cache_responses", "set_verbose",
+}  # fmt: skip
+_STRATEGIES = {
+    "simple-shuffle", "least-busy", "usage-based-routing", "usage-based-routing-v2", "latency-based-routing",
+    "cost-based-routing", "provider-budget-routing", "lar1",
+}  # fmt: skip
+
+_LOCKGATE = {"max_request_size_mb", "shutdown_grace_seconds", "connect_timeout", "upstream_pool_size"}
+
+_MODEL_ENTRY = {"model_name", "litellm_params", "model_info"}
+_MODEL_INFO = {
+    "id", "mode", "base_model", "input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
+    "cache_creation_input_token_cost", "cache_creation_input_token_cost_above_1hr",
+    "output_cost_per_reasoning_token", "input_cost_per_second", "output_cost_per_second", "max_tokens",
+    "max_input_tokens", "max_output_tokens", "access_groups", "team_id", "db_model", "description",
+    "supports_vision", "supports_function_calling", "supports_tool_choice", "supports_prompt_caching",
+    "supports_reasoning", "supports_response_schema", "supports_pdf_input", "supports_audio_input",
+    "supports_audio_output", "supports_web_search", "supports_computer_use", "litellm_provider", "tier",
+    "allowed_fails", "cooldown_time", "allowed_fails_policy",
+}  # fmt: skip
+_MODES = {"chat", "embedding", "completion", "image_generation", "audio_transcription", "audio_speech",
+          "moderation", "rerank", "responses"}  # fmt: skip
+# litellm_params keys LiteLLM knows that lockgate does not use (yet).
+_PARAMS_IGNORED = {
+    "itpm", "otpm", "tags", "tag_regex", "litellm_credential_name", "max_budget", "budget_duration",
+    "merge_reasoning_content_in_choices", "mock_response", "use_in_pass_through", "keepalive_seconds",
+    "configurable_clientside_auth_params", "input_cost_per_token", "output_cost_per_token",
+    "input_cost_per_second", "output_cost_per_second", "cache_read_input_token_cost",
+    "cache_creation_input_token_cost", "region_name", "use_litellm_proxy", "cache_control_injection_points",
+}  # fmt: skip
+# litellm_params keys that become request defaults when the provider accepts them as request fields.
+_SECRET_PARAMS = {
+    "api_key",
+    "azure_ad_token",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "vertex_credentials",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+
+
+class ConfigError(Exception):
+    """The config cannot be served; ``problems`` says every reason, ``warnings`` what was ignored."""
+
+    def __init__(self, source: str, problems: list[Problem], warnings: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        self.warnings = warnings
+        lines = [f"{source}: {len(problems)} problem(s):"] + [f"  {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway needs, validated. Built once at start; never mutated."""
+
+    deployments: tuple[Deployment, ...]
+    master_key: Secret | None = None
+    database_url: Secret | None = None
+    store_prompts_in_spend_logs: bool = False
+    drop_params: bool = False
+    num_retries: int = 0
+    request_timeout: float = 600.0
+    stream_timeout: float | None = None
+    fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    routing_strategy: str = "simple-shuffle"
+    max_request_size_mb: float = 10.0
+    shutdown_grace_seconds: float = 30.0
+    connect_timeout: float = 10.0
+    upstream_pool_size: int = 0
+    warnings: tuple[Problem, ...] = ()
+    source: str = "<config>"
+
+
+class _Checker:
+    """Collects problems and warnings while the raw config is walked."""
+
+    def __init__(self, lines: Mapping[str, int]) -> None:
+        self.lines = lines
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.problems.append(Problem(path, message, self.lines.get(path)))
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(Problem(path, message, self.lines.get(path)))
+
+    def section(self, value: Any, path: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(path, f"must be a mapping, not {type(value).__name__}")
+            return {}
+        return value
+
+    def keys(
+        self,
+        data: Mapping[str, Any],
+        path: str,
+        known: set[str],
+        ignored: set[str] | frozenset[str] = frozenset(),
+        refused: Mapping[str, str] | None = None,
+    ) -> None:
+        refused = refused or {}
+        for key in data:
+            sub = f"{path}.{key}" if path else str(key)
+            if key in known:
+                continue
+            if key in refused:
+                self.error(sub, f"not supported: {refused[key]}")
+            elif key in ignored:
+                self.warn(sub, "ignored: not implemented by lockgate yet")
+            else:
+                close = difflib.get_close_matches(str(key), [*known, *ignored, *refused], n=1, cutoff=0.8)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.warn(sub, f"ignored: unknown key{hint}")
+
+    def number(self, value: Any, path: str, *, integer: bool = False, minimum: float = 0) -> Any:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = int(value) if integer else float(value)
+        except (TypeError, ValueError):
+            self.error(path, f"must be {'an integer' if integer else 'a number'}, not {value!r}")
+            return None
+        if number < minimum:
+            self.error(path, f"must be at least {minimum:g}")
+            return None
+        return number
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        self.error(path, f"must be true or false, not {value!r}")
+        return False
+
+    def string(self, value: Any, path: str) -> str | None:
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        self.error(path, "must be a non-empty string")
+        return None
+
+
+def _line_map(text: str) -> dict[str, int]:
+    """Map each key path (``a.b[0].c``) to its 1-based line in the YAML text."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = f"{path}.{key.value}" if path else str(key.value)
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                sub = f"{path}[{index}]"
+                lines[sub] = item.start_mark.line + 1
+                walk(item, sub)
+
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def _resolve_env(value: Any, path: str, env: Mapping[str, str], check: _Checker) -> Any:
+    """Replace every ``os.environ/NAME`` string by the variable's value; a missing one is an error."""
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX) :]
+        if name not in env:
+            check.error(path, f"environment variable {name} is not set (referenced as {value})")
+            return None
+        return env[name]
+    if isinstance(value, dict):
+        return {k: _resolve_env(v, f"{path}.{k}" if path else str(k), env, check) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(v, f"{path}[{i}]", env, check) for i, v in enumerate(value)]
+    return value
+
+
+def _split_model(model: str, params: Mapping[str, Any]) -> tuple[str | None, str]:
+    provider, _, rest = model.partition("/")
+    override = params.get("custom_llm_provider")
+    if isinstance(override, str) and override:
+        return override, model if override != provider else rest
+    if rest and (registry.get(provider) or provider in registry.PLANNED):
+        return provider, rest
+    lowered = model.lower()
+    if lowered.startswith(("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "omni-moderation")):
+        return "openai", model
+    if lowered.startswith("claude"):
+        return "anthropic", model
+    return (provider, rest) if rest else (None, model)
+
+
+def _deployment(entry: Any, index: int, check: _Checker) -> Deployment | None:
+    path = f"model_list[{index}]"
+    if not isinstance(entry, dict):
+        check.error(path, "must be a mapping with model_name and litellm_params")
+        return None
+    check.keys(entry, path, _MODEL_ENTRY)
+    name = entry.get("model_name")
+    if not isinstance(name, str) or not name:
+        check.error(f"{path}.model_name", "is required (the name clients ask for)")
+        name = None
+    params = check.section(entry.get("litellm_params"), f"{path}.litellm_params")
+    info = check.section(entry.get("model_info"), f"{path}.model_info")
+    ppath = f"{path}.litellm_params"
+    model = params.get("model")
+    if not isinstance(model, str) or not model:
+        check.error(f"{ppath}.model", "is required, as provider/model (e.g. openai/gpt-4o)")
+        return None
+    provider_name, upstream = _split_model(model, params)
+    if provider_name is None:
+        check.error(f"{ppath}.model", f"cannot tell the provider of '{model}': write it as provider/model")
+        return None
+    provider = registry.get(provider_name)
+    if provider is None:
+        if provider_name in registry.PLANNED:
+            check.error(f"{ppath}.model", f"the {provider_name} provider is not supported by this version yet")
+        else:
+            known = sorted([*registry.PROVIDERS, *registry.PLANNED])
+            close = difflib.get_close_matches(provider_name, known, n=1, cutoff=0.7)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(known)}"
+            check.error(f"{ppath}.model", f"unknown provider '{provider_name}'{hint}")
+        return None
+
+    def opt(key: str, integer: bool = False) -> Any:
+        value = params.get(key)
+        return None if value is None else check.number(value, f"{ppath}.{key}", integer=integer)
+
+    api_base = params.get("api_base", params.get("base_url"))
+    api_key = params.get("api_key")
+    body_defaults: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in COMMON_CONFIG_PARAMS:
+            continue
+        if key in provider.config_params:
+            options[key] = Secret(str(value)) if key in _SECRET_PARAMS and value is not None else value
+        elif key in _PARAMS_IGNORED:
+            check.warn(f"{ppath}.{key}", "ignored: not implemented by lockgate yet")
+        elif key in provider.chat_fields or key in provider.extra_chat_fields:
+            if key in ("model", "messages", "stream"):
+                check.error(f"{ppath}.{key}", "cannot be set per deployment")
+            else:
+                body_defaults[key] = value
+        else:
+            check.warn(f"{ppath}.{key}", f"ignored: not a parameter of the {provider.name} provider")
+    if "drop_params" in params:
+        options["drop_params"] = check.boolean(params["drop_params"], f"{ppath}.drop_params")
+    check.keys(info, f"{path}.model_info", _MODEL_INFO)
+    mode = info.get("mode", "chat")
+    if mode not in _MODES:
+        check.error(f"{path}.model_info.mode", f"must be one of {', '.join(sorted(_MODES))}")
+    weight = params.get("weight")
+    deployment = Deployment(
+        model_name=name or "",
+        provider=provider.name,
+        upstream_model=upstream,
+        id=str(info["id"]) if info.get("id") else deployment_id(name or "", model, api_base, index),
+        api_base=check.string(api_base, f"{ppath}.api_base") if api_base is not None else None,
+        api_key=Secret(str(api_key)) if api_key else None,
+        api_version=str(params["api_version"]) if params.get("api_version") else None,
+        organization=str(params["organization"]) if params.get("organization") else None,
+        timeout=opt("timeout"),
+        stream_timeout=opt("stream_timeout"),
+        rpm=opt("rpm", True),
+        tpm=opt("tpm", True),
+        weight=check.number(weight, f"{ppath}.weight") if weight is not None else 1.0,
+        order=opt("order", True),
+        max_retries=opt("max_retries", True),
+        params=body_defaults,
+        options=options,
+        model_info=dict(info),
+    )
+    for key, message in provider.check(deployment):
+        check.error(f"{ppath}.{key}", message)
+    return deployment if name else None
+
+
+def _fallbacks(value: Any, path: str, names: set[str], check: _Checker) -> dict[str, tuple[str, ...]]:
+    """LiteLLM's ``fallbacks: [{group: [fallback, ...]}, ...]``."""
+    result: dict[str, tuple[str, ...]] = {}
+    if value is None:
+        return result
+    if not isinstance(value, list):
+        check.error(path, "must be a list of {model_group: [fallback groups]}")
+        return result
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            check.error(f"{path}[{i}]", "must be a mapping {model_group: [fallback groups]}")
+            continue
+        for group, targets in item.items():
+            if isinstance(targets, str):
+                targets = [targets]
+            if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+                check.error(f"{path}[{i}].{group}", "must be a list of model group names")
+                continue
+            for target in (str(group), *targets):
+                if not any(fnmatch.fnmatchcase(target, name) for name in names):
+                    check.error(f"{path}[{i}].{group}", f"'{target}' is not a model_name in model_list")
+            result[str(group)] = tuple(targets)
+    return result
+
+
+def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>", text: str = "") -> Settings:
+    """Validate an already-parsed config document. Raises :class:`ConfigError`."""
+    check = _Checker(_line_map(text) if text else {})
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        check.error("", "the config must be a YAML mapping")
+        raise ConfigError(source, check.problems, check.warnings)
+    check.keys(raw, "", _TOP, _TOP_IGNORED)
+
+    # environment_variables are exported before anything else resolves (as LiteLLM does).
+    exported = check.section(raw.get("environment_variables"), "environment_variables")
+    overlay = dict(env)
+    for key, value in exported.items():
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            overlay[str(key)] = str(value)
+        else:
+            check.error(f"environment_variables.{key}", "must be a string")
+    env = overlay
+
+    general = check.section(
+        _resolve_env(raw.get("general_settings"), "general_settings", env, check), "general_settings"
+    )
+    litellm = check.section(
+        _resolve_env(raw.get("litellm_settings"), "litellm_settings", env, check), "litellm_settings"
+    )
+    router = check.section(_resolve_env(raw.get("router_settings"), "router_settings", env, check), "router_settings")
+    native = check.section(_resolve_env(raw.get("lockgate"), "lockgate", env, check), "lockgate")
+    check.keys(general, "general_settings", _GENERAL, _GENERAL_IGNORED, _GENERAL_REFUSED)
+    check.keys(litellm, "litellm_settings", _LITELLM, _LITELLM_IGNORED)
+    check.keys(router, "router_settings", _ROUTER, _ROUTER_IGNORED)
+    check.keys(native, "lockgate", _LOCKGATE)
+
+    models = raw.get("model_list")
+    deployments: list[Deployment] = []
+    if models is None:
+        check.warn("model_list", "no models configured: the gateway will answer 404 for every model")
+    elif not isinstance(models, list):
+        check.error("model_list", "must be a list of models")
+    else:
+        for index, entry in enumerate(models):
+            resolved = _resolve_env(entry, f"model_list[{index}]", env, check)
+            deployment = _deployment(resolved, index, check)
+            if deployment is not None:
+                deployments.append(deployment)
+    _check_ids(deployments, check)
+
+    master = general.get("master_key", env.get("LITELLM_MASTER_KEY"))
+    database = general.get("database_url", env.get("DATABASE_URL"))
+    drop = litellm.get("drop_params", env.get("LITELLM_DROP_PARAMS", False))
+    strategy = router.get("routing_strategy", "simple-shuffle")
+    if strategy not in _STRATEGIES:
+        check.error("router_settings.routing_strategy", f"must be one of {', '.join(sorted(_STRATEGIES))}")
+    elif strategy != "simple-shuffle":
+        check.warn(
+            "router_settings.routing_strategy",
+            f"ignored: '{strategy}' is not implemented yet; using simple-shuffle",
+        )
+
+    def num(section: Mapping[str, Any], key: str, path: str, default: Any, integer: bool = False) -> Any:
+        if section.get(key) is None:
+            return default
+        value = check.number(section[key], f"{path}.{key}", integer=integer)
+        return default if value is None else value
+
+    names = (
+        {e["model_name"] for e in models if isinstance(e, dict) and isinstance(e.get("model_name"), str)}
+        if isinstance(models, list)
+        else set()
+    )
+    fallbacks = _fallbacks(litellm.get("fallbacks"), "litellm_settings.fallbacks", names, check)
+    fallbacks.update(_fallbacks(router.get("fallbacks"), "router_settings.fallbacks", names, check))
+    settings = Settings(
+        deployments=tuple(deployments),
+        master_key=Secret(str(master)) if master else None,
+        database_url=Secret(str(database)) if database else None,
+        store_prompts_in_spend_logs=check.boolean(
+            general.get("store_prompts_in_spend_logs", False), "general_settings.store_prompts_in_spend_logs"
+        ),
+        drop_params=check.boolean(drop, "litellm_settings.drop_params"),
+        num_retries=num(
+            router,
+            "num_retries",
+            "router_settings",
+            num(litellm, "num_retries", "litellm_settings", 0, True),
+            True,
+        ),
+        request_timeout=num(
+            router, "timeout", "router_settings", num(litellm, "request_timeout", "litellm_settings", 600.0)
+        ),
+        stream_timeout=num(router, "stream_timeout", "router_settings", None),
+        fallbacks=fallbacks,
+        routing_strategy="simple-shuffle",
+        max_request_size_mb=num(
+            native,
+            "max_request_size_mb",
+            "lockgate",
+            num(general, "max_request_size_mb", "general_settings", 10.0),
+        ),
+        shutdown_grace_seconds=num(native, "shutdown_grace_seconds", "lockgate", 30.0),
+        connect_timeout=num(native, "connect_timeout", "lockgate", 10.0),
+        upstream_pool_size=num(native, "upstream_pool_size", "lockgate", 0, True),
+        warnings=tuple(check.warnings),
+        source=source,
+    )
+    if check.problems:
+        raise ConfigError(source, check.problems, check.warnings)
+    return settings
+
+
+def _check_ids(deployments: list[Deployment], check: _Checker) -> None:
+    seen: dict[str, str] = {}
+    for d in deployments:
+        if d.id in seen:
+            check.error("model_list", f"model_info.id '{d.id}' is used by more than one deployment")
+        seen[d.id] = d.model_name
+
+
+def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, resolve and validate a config file. ``env`` defaults to the process environment."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [Problem("", f"cannot read the file: {exc.strerror}")], []) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(source, [Problem("", f"invalid YAML: {reason}", line)], []) from exc
+    return parse_settings(raw, os.environ if env is None else env, source=source, text=text)

@@ -1,0 +1,1 @@
+"""Model groups and deployments: which upstream serves a request, and in what order to try them."""

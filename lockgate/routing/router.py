@@ -1,0 +1,140 @@
+"""Resolve a requested model to its model group and plan the attempts across its deployments.
+
+A plan is the ordered list of :class:`Target` to try: the group's deployments in weighted-random order
+within ``order`` tiers (LiteLLM's ``simple-shuffle``), repeated for ``num_retries`` extra attempts, then
+each configured fallback group's own plan. The pipeline walks it until an attempt succeeds before the
+first byte reaches the client.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from lockgate.config import Settings
+from lockgate.deployment import Deployment
+from lockgate.errors import ModelNotFound
+from lockgate.providers import registry
+from lockgate.providers.base import Provider
+from lockgate.upstream import Timeouts
+
+__all__ = ["Router", "Target"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One deployment ready to call: its provider and timeouts are resolved once, at start."""
+
+    deployment: Deployment
+    provider: Provider
+    timeouts: Timeouts
+    drop_params: bool
+
+    @property
+    def group(self) -> str:
+        return self.deployment.model_name
+
+
+@dataclass(frozen=True, slots=True)
+class _Wildcard:
+    pattern: re.Pattern[str]
+    targets: tuple[Target, ...]
+
+
+def _target(deployment: Deployment, settings: Settings) -> Target:
+    provider = registry.get(deployment.provider)
+    if provider is None:  # config validation already refused it
+        raise ValueError(f"no provider {deployment.provider}")
+    total = deployment.timeout or settings.request_timeout
+    first_byte = deployment.stream_timeout or settings.stream_timeout or total
+    timeouts = Timeouts(total=total, first_byte=first_byte, idle=total, connect=settings.connect_timeout)
+    drop = deployment.options.get("drop_params", settings.drop_params)
+    return Target(deployment, provider, timeouts, bool(drop))
+
+
+class Router:
+    """Built once from settings; answers which targets serve a model name."""
+
+    def __init__(self, settings: Settings, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()  # noqa: S311 - load balancing, not security
+        self._retries = settings.num_retries
+        self._fallbacks = settings.fallbacks
+        self._groups: dict[str, tuple[Target, ...]] = {}
+        wildcards: dict[str, list[Target]] = {}
+        for deployment in settings.deployments:
+            target = _target(deployment, settings)
+            if "*" in deployment.model_name:
+                wildcards.setdefault(deployment.model_name, []).append(target)
+            else:
+                self._groups[deployment.model_name] = (*self._groups.get(deployment.model_name, ()), target)
+        # Most specific first: the longest literal part wins (``openai/*`` before ``*``).
+        self._wildcards = [
+            _Wildcard(re.compile("^" + "(.*)".join(map(re.escape, name.split("*"))) + "$", re.DOTALL), tuple(t))
+            for name, t in sorted(wildcards.items(), key=lambda item: -len(item[0].replace("*", "")))
+        ]
+
+    def names(self) -> list[str]:
+        """Model names a client may ask for (wildcard groups are shown as their pattern)."""
+        return [*self._groups, *(w.targets[0].group for w in self._wildcards)]
+
+    def targets(self) -> list[Target]:
+        return [t for group in self._groups.values() for t in group] + [t for w in self._wildcards for t in w.targets]
+
+    def group(self, model: str) -> tuple[Target, ...]:
+        """The targets serving ``model``; raises :class:`ModelNotFound`."""
+        found = self._groups.get(model)
+        if found is not None:
+            return found
+        for wildcard in self._wildcards:
+            match = wildcard.pattern.match(model)
+            if match is not None:
+                part = match.group(1) if match.groups() else ""
+                return tuple(self._specialise(t, part) for t in wildcard.targets)
+        raise ModelNotFound(
+            f"The model '{model}' does not exist on this gateway. GET /v1/models lists the models you can use.",
+            param="model",
+        )
+
+    @staticmethod
+    def _specialise(target: Target, part: str) -> Target:
+        upstream = target.deployment.upstream_model.replace("*", part)
+        return replace(target, deployment=replace(target.deployment, upstream_model=upstream))
+
+    def _order(self, targets: tuple[Target, ...]) -> list[Target]:
+        if len(targets) == 1:
+            return list(targets)
+        tiers: dict[int, list[Target]] = {}
+        for t in targets:
+            tiers.setdefault(t.deployment.order if t.deployment.order is not None else 1 << 30, []).append(t)
+        ordered: list[Target] = []
+        for tier in sorted(tiers):
+            pool = tiers[tier]
+            while pool:  # weighted sampling without replacement
+                weights = [max(_weight(t), 1e-9) for t in pool]
+                pick = self._rng.choices(range(len(pool)), weights)[0]
+                ordered.append(pool.pop(pick))
+        return ordered
+
+    def plan(self, model: str, num_retries: int | None = None) -> Iterator[Target]:
+        """Targets to try, in order: the group with its retries, then each fallback group."""
+        retries = self._retries if num_retries is None else num_retries
+        groups = [model, *self._fallbacks.get(model, ())]
+        for index, name in enumerate(groups):
+            try:
+                targets = self.group(name)
+            except ModelNotFound:
+                if index == 0:
+                    raise
+                continue
+            order = self._order(targets)
+            for attempt in range(1 + retries):
+                yield order[attempt % len(order)]
+
+
+def _weight(target: Target) -> float:
+    d = target.deployment
+    if d.weight != 1.0:
+        return d.weight
+    return float(d.rpm or d.tpm or 1)
