@@ -100,7 +100,14 @@ def _run_worker(settings: Settings, options: ServeOptions, sock: socket.socket) 
         timeout_keep_alive=30,
         log_config=None,
     )
+    # uvicorn re-raises the signal it caught once it has drained; a no-op handler makes that a clean exit 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _after_drain)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _after_drain(signum: int, frame: object) -> None:
+    return None
 
 
 def serve(settings: Settings, options: ServeOptions) -> int:

@@ -1,0 +1,70 @@
+"""Router: model groups, wildcards, weighted order, order tiers, retries and fallbacks."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from lockgate.config import parse_settings
+from lockgate.errors import ModelNotFound
+from lockgate.routing.router import Router
+
+
+def router(model_list: list[dict[str, object]], seed: int = 1, **settings: object) -> Router:
+    return Router(parse_settings({"model_list": model_list, "litellm_settings": settings}, {}), random.Random(seed))
+
+
+def dep(name: str, model: str, **params: object) -> dict[str, object]:
+    return {"model_name": name, "litellm_params": {"model": model, "api_base": "http://127.0.0.1:1/v1", **params}}
+
+
+def test_exact_group_and_unknown_model() -> None:
+    r = router([dep("a", "openai/x")])
+    assert [t.deployment.upstream_model for t in r.plan("a")] == ["x"]
+    with pytest.raises(ModelNotFound):
+        list(r.plan("b"))
+
+
+def test_wildcards_most_specific_first() -> None:
+    r = router([dep("*", "openai/*"), dep("groq/*", "groq/*")])
+    assert r.group("groq/llama-3")[0].deployment.provider == "groq"
+    assert r.group("groq/llama-3")[0].deployment.upstream_model == "llama-3"
+    assert r.group("gpt-4o")[0].deployment.upstream_model == "gpt-4o"
+    assert r.names() == ["groq/*", "*"]
+
+
+def test_weights_shape_the_first_choice() -> None:
+    r = router([dep("g", "openai/a", weight=9), dep("g", "openai/b", weight=1)], seed=7)
+    firsts = Counter(next(iter(r.plan("g"))).deployment.upstream_model for _ in range(2000))
+    assert 0.85 < firsts["a"] / 2000 < 0.95
+
+
+def test_rpm_is_a_weight_when_no_weight_is_set() -> None:
+    r = router([dep("g", "openai/a", rpm=100), dep("g", "openai/b", rpm=300)], seed=3)
+    firsts = Counter(next(iter(r.plan("g"))).deployment.upstream_model for _ in range(2000))
+    assert 0.68 < firsts["b"] / 2000 < 0.82
+
+
+def test_order_tiers_come_first() -> None:
+    r = router([dep("g", "openai/low", order=2), dep("g", "openai/high", order=1)])
+    for _ in range(50):
+        assert [t.deployment.upstream_model for t in r.plan("g", 1)] == ["high", "low"]
+
+
+def test_retries_cycle_through_deployments_then_fallbacks() -> None:
+    r = router(
+        [dep("g", "openai/a", order=1), dep("g", "openai/b", order=2), dep("f", "openai/c")],
+        num_retries=2,
+        fallbacks=[{"g": ["f"]}],
+    )
+    assert [t.deployment.upstream_model for t in r.plan("g")] == ["a", "b", "a", "c", "c", "c"]
+    assert [t.deployment.upstream_model for t in r.plan("g", 0)] == ["a", "c"]
+
+
+def test_targets_have_timeouts_from_deployment_or_settings() -> None:
+    r = router([dep("a", "openai/x", timeout=5, stream_timeout=2), dep("b", "openai/y")], request_timeout=42)
+    a, b = r.group("a")[0], r.group("b")[0]
+    assert (a.timeouts.total, a.timeouts.first_byte) == (5, 2)
+    assert (b.timeouts.total, b.timeouts.first_byte) == (42, 42)
