@@ -67,6 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings = load_settings(path)
     except ConfigError as error:
         print(error, file=sys.stderr)
+        _print_warnings(error)
         return 1
     _print_warnings(settings)
     options = ServeOptions(

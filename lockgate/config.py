@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -253,8 +254,14 @@ class _Checker:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            number = int(value) if integer else float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            if integer:
+                if number != int(number):
+                    raise ValueError
+                number = int(number)
+        except (TypeError, ValueError, OverflowError):
             self.error(path, f"must be {'an integer' if integer else 'a number'}, not {value!r}")
             return None
         if number < minimum:
@@ -392,7 +399,7 @@ def _deployment(entry: Any, index: int, check: _Checker) -> Deployment | None:
         options["drop_params"] = check.boolean(params["drop_params"], f"{ppath}.drop_params")
     check.keys(info, f"{path}.model_info", _MODEL_INFO)
     mode = info.get("mode", "chat")
-    if mode not in _MODES:
+    if not isinstance(mode, str) or mode not in _MODES:
         check.error(f"{path}.model_info.mode", f"must be one of {', '.join(sorted(_MODES))}")
     weight = params.get("weight")
     deployment = Deployment(
@@ -465,14 +472,15 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
             check.error(f"environment_variables.{key}", "must be a string")
     env = overlay
 
-    general = check.section(
-        _resolve_env(raw.get("general_settings"), "general_settings", env, check), "general_settings"
-    )
-    litellm = check.section(
-        _resolve_env(raw.get("litellm_settings"), "litellm_settings", env, check), "litellm_settings"
-    )
-    router = check.section(_resolve_env(raw.get("router_settings"), "router_settings", env, check), "router_settings")
-    native = check.section(_resolve_env(raw.get("lockgate"), "lockgate", env, check), "lockgate")
+    def used(name: str, known: set[str]) -> dict[str, Any]:
+        """A section with references resolved in the keys lockgate reads (an ignored key may name an unset one)."""
+        section = check.section(raw.get(name), name)
+        return {k: _resolve_env(v, f"{name}.{k}", env, check) if k in known else v for k, v in section.items()}
+
+    general = used("general_settings", _GENERAL)
+    litellm = used("litellm_settings", _LITELLM)
+    router = used("router_settings", _ROUTER)
+    native = used("lockgate", _LOCKGATE)
     check.keys(general, "general_settings", _GENERAL, _GENERAL_IGNORED, _GENERAL_REFUSED)
     check.keys(litellm, "litellm_settings", _LITELLM, _LITELLM_IGNORED)
     check.keys(router, "router_settings", _ROUTER, _ROUTER_IGNORED)
@@ -496,7 +504,7 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
     database = general.get("database_url", env.get("DATABASE_URL"))
     drop = litellm.get("drop_params", env.get("LITELLM_DROP_PARAMS", False))
     strategy = router.get("routing_strategy", "simple-shuffle")
-    if strategy not in _STRATEGIES:
+    if not isinstance(strategy, str) or strategy not in _STRATEGIES:
         check.error("router_settings.routing_strategy", f"must be one of {', '.join(sorted(_STRATEGIES))}")
     elif strategy != "simple-shuffle":
         check.warn(
@@ -524,7 +532,9 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
         store_prompts_in_spend_logs=check.boolean(
             general.get("store_prompts_in_spend_logs", False), "general_settings.store_prompts_in_spend_logs"
         ),
-        drop_params=check.boolean(drop, "litellm_settings.drop_params"),
+        drop_params=check.boolean(
+            drop, "litellm_settings.drop_params" if "drop_params" in litellm else "LITELLM_DROP_PARAMS (environment)"
+        ),
         num_retries=num(
             router,
             "num_retries",

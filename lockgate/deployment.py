@@ -25,7 +25,7 @@ class Deployment:
     """The model the upstream is asked for (``gpt-4o``; for Azure, the deployment name)."""
     id: str
     """Stable id, shown to clients and in logs instead of anything secret."""
-    api_base: str | None = None
+    api_base: str | None = field(default=None, repr=False)
     api_key: Secret | None = None
     api_version: str | None = None
     organization: str | None = None
@@ -38,7 +38,7 @@ class Deployment:
     max_retries: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     """Provider parameters from ``litellm_params`` that become request defaults (e.g. ``temperature``)."""
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
     """Provider-specific settings (credentials, endpoints) that are never sent in a body; secrets as Secret."""
     model_info: dict[str, Any] = field(default_factory=dict)
 
@@ -71,6 +71,8 @@ def public_url(url: str) -> str:
     """A URL without user info, query or fragment (where credentials hide)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -95,11 +95,14 @@ class OpenAICompatible(Provider):
 FAMILY: tuple[OpenAICompatible, ...] = (
     OpenAICompatible("openai", _OPENAI_DEFAULT_BASE),
     OpenAICompatible("hosted_vllm", None, extra_chat_fields=_SELF_HOSTED_FIELDS, append_v1=True),
-    OpenAICompatible(
-        "ollama_chat",
-        "http://localhost:11434",
-        extra_chat_fields=frozenset({"top_k", "min_p", "repeat_penalty", "num_ctx", "keep_alive"}),
-        append_v1=True,
+    *(
+        OpenAICompatible(
+            name,  # LiteLLM's ollama/ and ollama_chat/ both reach Ollama's OpenAI-compatible /v1 API
+            "http://localhost:11434",
+            extra_chat_fields=frozenset({"top_k", "min_p", "repeat_penalty", "num_ctx", "keep_alive"}),
+            append_v1=True,
+        )
+        for name in ("ollama_chat", "ollama")
     ),
     OpenAICompatible(
         "groq",
