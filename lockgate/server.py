@@ -93,6 +93,7 @@ def _run_worker(settings: Settings, options: ServeOptions, sock: socket.socket) 
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # client addresses are not used for any decision; X-Forwarded-* is not trusted
         server_header=False,
         date_header=True,
         log_level=options.log_level,
