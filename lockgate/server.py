@@ -21,6 +21,7 @@ import uvicorn
 
 from lockgate.app import Gateway
 from lockgate.config import Settings
+from lockgate.corking import CorkedHttpToolsProtocol
 from lockgate.observe import JsonLinesSink, Sink
 
 __all__ = ["ServeOptions", "UnsafeBind", "is_loopback", "serve"]
@@ -90,7 +91,7 @@ def _run_worker(settings: Settings, options: ServeOptions, sock: socket.socket) 
     config = uvicorn.Config(
         Gateway(settings, sinks=sinks),
         loop="uvloop",
-        http="httptools",
+        http=CorkedHttpToolsProtocol,
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # client addresses are not used for any decision; X-Forwarded-* is not trusted

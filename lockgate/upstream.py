@@ -12,7 +12,7 @@ ask for compression). Limits: response headers 64 KiB, a whole-read body 64 MiB;
 flow-controlled. Errors leave as :mod:`lockgate.errors` types whose messages name no URL or credential.
 
 Timeouts: ``connect`` for a new connection; then one timer per exchange: ``total`` for a non-streamed
-exchange (headers and body), ``first_byte`` until a stream's headers, then ``idle`` between its chunks.
+exchange (headers and body), ``first_byte`` until a stream's first body bytes, then ``idle`` between chunks.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ class UpstreamRequest:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Built once per deployment. ``first_byte`` bounds the wait for a stream's headers; ``idle`` each wait
-    for more of its body; ``total`` a whole non-streamed exchange; ``connect`` a new connection."""
+    """Built once per deployment. ``first_byte`` bounds the wait for a stream's first body bytes (its first
+    token); ``idle`` each later wait; ``total`` a whole non-streamed exchange; ``connect`` a new connection."""
 
     total: float
     first_byte: float
@@ -194,8 +194,6 @@ class _Connection(asyncio.Protocol):
             return
         self.headers_done = True
         self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it once the message completes
-        if self._streaming:
-            self._arm(self._idle)
         self._wake()
 
     def on_body(self, body: bytes) -> None:

@@ -172,14 +172,10 @@ def _route_headers(target: Target, attempts: int) -> list[tuple[bytes, bytes]]:
 
 
 async def _first_chunk(resp: UpstreamResponse, target: Target) -> tuple[bytes, Any]:
-    """Wait for the first body bytes (the gate before anything reaches the client)."""
+    """Wait for the first body bytes (the gate before anything reaches the client); the upstream client
+    bounds the wait by the deployment's first-byte timeout."""
     chunks = resp.chunks()
-    try:
-        async with asyncio.timeout(target.timeouts.first_byte):
-            first = await anext(chunks, b"")
-    except TimeoutError as exc:
-        resp.close()
-        raise UpstreamTimeout("the upstream sent no first token in time") from exc
+    first = await anext(chunks, b"")
     if first.startswith(b'data: {"error"'):  # an in-band error before any content: a real failure
         resp.close()
         payload = first[6:].split(b"\n\n", 1)[0]
