@@ -36,7 +36,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
 STREAM_HIGH_WATER = 1024 * 1024
 STREAM_LOW_WATER = 256 * 1024
-IDLE_KEEP_SECONDS = 30.0
+IDLE_KEEP_SECONDS = 4.0  # below uvicorn's 5 s keep-alive, the server in front of most self-hosted models
 MAX_IDLE_PER_HOST = 256
 
 
@@ -123,7 +123,6 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.busy = False
-        self.reused = False
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._loop = asyncio.get_running_loop()
@@ -137,8 +136,8 @@ class _Connection(asyncio.Protocol):
         self._chunked = False
         self.headers_done = False
         self._keep_alive = False
+        self._interim = False
         self.done = False
-        self.received_any = False
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
@@ -165,7 +164,6 @@ class _Connection(asyncio.Protocol):
         if not self.busy or self.done or self._error is not None:  # unsolicited bytes end this connection
             self.abort()
             return
-        self.received_any = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
@@ -188,7 +186,8 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
-        if 100 <= self.status < 200:  # an interim response: the real one follows
+        if 100 <= self.status < 200:  # an interim response (100, 103): the real one follows
+            self._interim = True
             self.headers = {}
             self._header_bytes = 0
             return
@@ -211,6 +210,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         if self.done:
             return
         self.done = True
@@ -238,6 +240,7 @@ class _Connection(asyncio.Protocol):
         return body
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
+        released = False
         try:
             while True:
                 if self._body:
@@ -248,12 +251,13 @@ class _Connection(asyncio.Protocol):
                         self.transport.resume_reading()
                     yield chunk
                 elif self.done:
+                    released = True
                     self._release()
                     return
                 else:
                     await self._wait()
         finally:
-            if not self.done:
+            if not released:  # the reader stopped early: the rest of the body is unread, the connection unusable
                 self.abort()
 
     async def _wait(self) -> None:
@@ -327,7 +331,7 @@ class _Response:
         return self._conn.iter_chunks()
 
     def close(self) -> None:
-        if not self._conn.done:
+        if self._conn.busy:  # not handed back to the pool: whatever is left of this exchange is dropped
             self._conn.abort()
             self._conn._fail(UpstreamUnavailable("the response was closed by the gateway"))
 
@@ -372,18 +376,12 @@ class HttpClient:
         if limit is not None:
             await limit.acquire()
         try:
-            for attempt in (0, 1):
-                conn = await self._acquire(target, timeouts)
-                conn.start(payload, stream, timeouts)
-                try:
-                    await conn.wait_headers()
-                except UpstreamUnavailable:
-                    # A kept-alive connection the upstream had already closed: nothing was processed, try once more.
-                    if attempt == 0 and conn.reused and not conn.received_any:
-                        continue
-                    raise
-                return _Response(conn)
-            raise UpstreamUnavailable("could not reach the upstream")  # unreachable: the loop returns or raises
+            # Never replayed here once written: the upstream may have acted on it (and billed). Idle connections
+            # are dropped before upstreams usually close them (IDLE_KEEP_SECONDS), and the router decides retries.
+            conn = await self._acquire(target, timeouts)
+            conn.start(payload, stream, timeouts)
+            await conn.wait_headers()
+            return _Response(conn)
         finally:
             if limit is not None:
                 limit.release()
@@ -402,7 +400,6 @@ class HttpClient:
         while idle:
             conn = idle.pop()
             if not conn.closed and now - conn.idle_since < IDLE_KEEP_SECONDS:
-                conn.reused = True
                 return conn
             conn.abort()
         context: ssl.SSLContext | None = None
