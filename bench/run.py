@@ -3,7 +3,8 @@
 Run: ``make bench`` (or ``python bench/run.py [--duration 5] [--rate 2000] [--json out.json]``).
 
 Measures, each for the direct path (client -> mock) and the gateway path (client -> lockgate -> mock):
-requests/s at 1, 16 and 64 connections (wrk, master-key auth), p50/p99 latency at 1 connection, time to
+requests/s at 1, 16 and 64 connections (wrk, master-key auth), p50/p99 latency at 1 connection (also with
+everything on one core, where no cross-core wake-up is paid: see ``colocated``), time to
 first token and completed streams/s at 1 and 16 concurrent streams, an open-loop run at a fixed arrival
 rate against a 50 ms upstream (p50/p99 and requests not finished), the gateway's peak RSS and its cold
 start (process start to first answered chat completion). Prints one table with absolute numbers, the
@@ -256,6 +257,22 @@ class Side:
     wrk: dict[int, Wrk] = field(default_factory=dict)
     streams: dict[int, dict[str, float]] = field(default_factory=dict)
     open_loop: dict[str, float] = field(default_factory=dict)
+    same_core: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def colocated(pid: int | None) -> Any:
+    """Move the gateway onto the load core for single-connection latency: no cross-core wake-ups
+    (on a VM, waking an idle core costs tens of microseconds per hop, which swamps the gateway's own work)."""
+    if pid is None or CORES < 2:
+        yield
+        return
+    before = os.sched_getaffinity(pid)
+    os.sched_setaffinity(pid, {int(LOAD_CORES.split("-")[0])})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(pid, before)
 
 
 def gateway_config(fast: int, slow: int) -> str:
@@ -294,9 +311,13 @@ def start_gateway(config: Path, port: int, log: Path) -> tuple[subprocess.Popen[
     raise RuntimeError("gateway did not answer in 20 s:\n" + log.read_text())
 
 
-def measure(url: str, slow_url: str, lua: Path, wrk: str, args: argparse.Namespace) -> Side:
+def measure(url: str, slow_url: str, lua: Path, wrk: str, args: argparse.Namespace, pid: int | None) -> Side:
     side = Side()
     run_wrk(wrk, url, lua, 16, 2)  # warm up pools and caches
+    with colocated(pid):
+        one = run_wrk(wrk, url, lua, 1, args.duration)
+        stream = run_client("streams", url=url, body={**BODY, "stream": True}, key=KEY, conc=1, duration=args.duration)
+    side.same_core = {"p50_ms": one.p50_ms, "p99_ms": one.p99_ms, "ttft_p50_ms": stream["ttft_p50"]}
     for conns in (1, 16, 64):
         side.wrk[conns] = run_wrk(wrk, url, lua, conns, args.duration)
     stream_body = {**BODY, "stream": True}
@@ -335,6 +356,10 @@ def table(direct: Side, gateway: Side, rss: float, cold: float, args: argparse.N
     row("latency p50, 1 connection (ms)", direct.wrk[1].p50_ms, gateway.wrk[1].p50_ms, "added")
     row("latency p99, 1 connection (ms)", direct.wrk[1].p99_ms, gateway.wrk[1].p99_ms, "added")
     row("latency p50, 16 connections (ms)", direct.wrk[16].p50_ms, gateway.wrk[16].p50_ms, "added")
+    d1, g1 = direct.same_core, gateway.same_core
+    row("same core: latency p50, 1 connection (ms)", d1["p50_ms"], g1["p50_ms"], "added")
+    row("same core: latency p99, 1 connection (ms)", d1["p99_ms"], g1["p99_ms"], "added")
+    row("same core: first token p50, 1 stream (ms)", d1["ttft_p50_ms"], g1["ttft_p50_ms"], "added")
     for conc in (1, 16):
         d, g = direct.streams[conc], gateway.streams[conc]
         row(f"time to first token p50, {conc} stream(s) (ms)", d["ttft_p50_ms"], g["ttft_p50_ms"], "added")
@@ -376,10 +401,10 @@ def main() -> int:
         print(f"cores: {CORES}; gateway on core {GATEWAY_CORE}, mock and load on {LOAD_CORES}", file=sys.stderr)
         print("measuring direct...", file=sys.stderr)
         direct = measure(f"http://127.0.0.1:{fast}/v1/chat/completions",
-                         f"http://127.0.0.1:{slow}/v1/chat/completions", lua, wrk, args)  # fmt: skip
+                         f"http://127.0.0.1:{slow}/v1/chat/completions", lua, wrk, args, None)  # fmt: skip
         print("measuring lockgate...", file=sys.stderr)
         gw_url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        through = measure(gw_url, gw_url, lua, wrk, args)
+        through = measure(gw_url, gw_url, lua, wrk, args, gateway.pid)
         rss = peak_rss_mb(gateway.pid)
         print(table(direct, through, rss, cold, args))
         if args.json:

@@ -22,7 +22,7 @@ from lockgate.api import health, openai
 from lockgate.asgi import Receive, Request, Scope, Send
 from lockgate.auth import Authenticator
 from lockgate.config import Settings
-from lockgate.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, PermissionDenied
+from lockgate.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, PermissionDenied, describe
 from lockgate.observe import RequestRecord, Sink
 from lockgate.routing.router import Router
 from lockgate.upstream import HttpClient
@@ -96,8 +96,8 @@ class Gateway:
         for sink in self.sinks:
             try:
                 sink.emit(record)
-            except Exception:  # a broken sink must never fail a request that has been answered
-                log.exception("request sink %s failed", type(sink).__name__)
+            except Exception as exc:  # a broken sink must never fail a request that has been answered
+                log.error("request sink %s failed: %s", type(sink).__name__, describe(exc))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -135,8 +135,8 @@ class Gateway:
             await handler(self, req)
         except GatewayError as error:
             await self._send_error(req, route, error)
-        except Exception:
-            log.exception("unhandled error on %s %s (request %s)", req.method, req.path[:200], req.request_id)
+        except Exception as exc:
+            log.error("unhandled error on %s (request %s): %s", req.path[:200], req.request_id, describe(exc))
             await self._send_error(req, route, InternalError(f"Internal error (request id {req.request_id})."))
 
     async def _send_error(self, req: Request, route: Route | None, error: GatewayError) -> None:

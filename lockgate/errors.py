@@ -46,6 +46,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "describe",
     "scrub",
     "upstream_error",
 ]
@@ -192,6 +193,11 @@ def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
     if len(text) > 2000:
         text = text[:2000] + "..."
     return text
+
+
+def describe(exc: BaseException) -> str:
+    """An unexpected exception for a log line: its type and scrubbed message, never a traceback or a path."""
+    return f"{type(exc).__name__}: {scrub(str(exc))[:500]}"
 
 
 def upstream_error(status: int, body: bytes, secrets: tuple[str, ...] = ()) -> UpstreamError:

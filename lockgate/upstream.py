@@ -35,7 +35,6 @@ __all__ = ["HttpClient", "StaticResponse", "Timeouts", "UpstreamRequest", "Upstr
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
 STREAM_HIGH_WATER = 1024 * 1024
-STREAM_LOW_WATER = 256 * 1024
 IDLE_KEEP_SECONDS = 4.0  # below uvicorn's 5 s keep-alive, the server in front of most self-hosted models
 MAX_IDLE_PER_HOST = 256
 
@@ -146,6 +145,8 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._idle = 0.0
+        self._got_body = False
+        self._last_body = 0.0
 
     # -- protocol callbacks ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -199,7 +200,10 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
         self._buffered += len(body)
         if self._streaming:
-            self._arm(self._idle)
+            self._last_body = self._loop.time()
+            if not self._got_body:  # the first token: from now on the idle timeout applies
+                self._got_body = True
+                self._arm(self._idle)
             if self._buffered > STREAM_HIGH_WATER and not self._paused and self.transport is not None:
                 self._paused = True
                 self.transport.pause_reading()
@@ -243,10 +247,11 @@ class _Connection(asyncio.Protocol):
         released = False
         try:
             while True:
-                if self._body:
-                    chunk = self._body.popleft()
-                    self._buffered -= len(chunk)
-                    if self._paused and self._buffered < STREAM_LOW_WATER and self.transport is not None:
+                if self._body:  # everything that has arrived, at once (llhttp hands over each HTTP chunk)
+                    chunk = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
+                    self._body.clear()
+                    self._buffered = 0
+                    if self._paused and self.transport is not None:
                         self._paused = False
                         self.transport.resume_reading()
                     yield chunk
@@ -296,6 +301,11 @@ class _Connection(asyncio.Protocol):
         self._timer = None
         if self.done:
             return
+        if self._got_body:  # the idle timer is re-armed lazily, not on every chunk
+            remaining = self._last_body + self._idle - self._loop.time()
+            if remaining > 0:
+                self._timer = self._loop.call_later(remaining, self._on_timeout)
+                return
         message = "the upstream stream stalled" if self.headers_done else "the upstream did not answer in time"
         self._fail(UpstreamTimeout(message))
         self.abort()
