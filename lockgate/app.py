@@ -22,7 +22,15 @@ from lockgate.api import health, openai
 from lockgate.asgi import Receive, Request, Scope, Send
 from lockgate.auth import Authenticator
 from lockgate.config import Settings
-from lockgate.errors import GatewayError, InternalError, MethodNotAllowed, NotFound, PermissionDenied, describe
+from lockgate.errors import (
+    GatewayError,
+    HeadersTooLarge,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PermissionDenied,
+    describe,
+)
 from lockgate.observe import RequestRecord, Sink
 from lockgate.routing.router import Router
 from lockgate.upstream import HttpClient
@@ -30,6 +38,8 @@ from lockgate.upstream import HttpClient
 __all__ = ["Gateway", "Route"]
 
 log = logging.getLogger("lockgate")
+
+MAX_HEADERS = 100
 
 Handler = Callable[["Gateway", Request], Awaitable[None]]
 Permission = Literal["public", "key", "admin"]
@@ -120,6 +130,8 @@ class Gateway:
         req = Request(scope, receive, send)
         route = self.routes.get(req.path)
         try:
+            if len(scope["headers"]) > MAX_HEADERS:
+                raise HeadersTooLarge(f"More than {MAX_HEADERS} request headers.")
             if route is None:
                 raise NotFound(f"Unknown route {req.method} {req.path[:200]}.")
             handler = route.methods.get(req.method)

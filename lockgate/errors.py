@@ -14,6 +14,7 @@ generic 500 without details. Each error knows its HTTP status and renders in the
     ├── MethodNotAllowed              405     invalid_request_error
     ├── RequestTimeout                408     timeout_error      (the client sent its body too slowly)
     ├── PayloadTooLarge               413     invalid_request_error / request_too_large
+    ├── HeadersTooLarge               431     invalid_request_error / request_header_fields_too_large
     ├── UpstreamError                 (the upstream's own status, message scrubbed)
     ├── UpstreamUnavailable           502     api_error / upstream_unavailable
     ├── UpstreamTimeout               504     timeout_error / upstream_timeout
@@ -35,6 +36,7 @@ __all__ = [
     "BadRequest",
     "ForbiddenField",
     "GatewayError",
+    "HeadersTooLarge",
     "InternalError",
     "InvalidJSON",
     "MethodNotAllowed",
@@ -146,6 +148,12 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    type = "invalid_request_error"
+    code = "request_header_fields_too_large"
 
 
 class UpstreamError(GatewayError):

@@ -447,3 +447,24 @@ def test_health_endpoints(gateway: GatewayProcess) -> None:
     ready = httpx.get(gateway.url + "/health/readiness")
     assert ready.status_code == 200 and ready.json()["status"] == "healthy"
     assert httpx.get(gateway.url + "/health").status_code == 401
+
+
+def test_health_reports_each_deployment_without_secrets(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+    response = httpx.get(gateway.url + "/health", headers=gateway.headers(), timeout=30)
+    assert response.status_code == 200
+    report = response.json()
+    healthy = {e["model"] for e in report["healthy_endpoints"]}
+    unhealthy = {e["model"]: e["error"] for e in report["unhealthy_endpoints"]}
+    assert {"gpt-4o", "azure-gpt", "embed", "vllm"} <= healthy
+    assert unhealthy["err-500"].startswith("500:") and unhealthy["err-429"].startswith("429:")
+    assert "wrong-key" in unhealthy
+    assert report["healthy_count"] == len(report["healthy_endpoints"])
+    assert_clean(response.text, fake_openai)
+    assert "sk-wrong" not in response.text
+
+
+def test_too_many_headers_is_431(gateway: GatewayProcess) -> None:
+    headers = {**gateway.headers(), **{f"x-filler-{i}": "x" for i in range(150)}}
+    response = httpx.get(gateway.url + "/v1/models", headers=headers)
+    assert response.status_code == 431
+    assert response.json()["error"]["code"] == "request_header_fields_too_large"
