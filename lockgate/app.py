@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from lockgate.api import health, openai
+from lockgate.api import anthropic, health, openai
 from lockgate.asgi import Receive, Request, Scope, Send
 from lockgate.auth import Authenticator
 from lockgate.config import Settings
@@ -61,6 +61,8 @@ def _routes() -> dict[str, Route]:
 
     add(("/v1/chat/completions", "/chat/completions"), Route({"POST": openai.chat_completions}, "key"))
     add(("/v1/embeddings", "/embeddings"), Route({"POST": openai.embeddings}, "key"))
+    add(("/v1/messages",), Route({"POST": anthropic.messages}, "key", "anthropic"))
+    add(("/v1/messages/count_tokens",), Route({"POST": anthropic.count_tokens}, "key", "anthropic"))
     add(("/v1/models", "/models"), Route({"GET": openai.list_models}, "key"))
     add(("/v1/model/info", "/model/info"), Route({"GET": openai.model_info}, "key"))
     add(("/health/liveliness", "/health/liveness"), Route({"GET": health.liveliness}, "public"))

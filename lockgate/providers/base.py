@@ -11,10 +11,12 @@ for OpenAI-compatible servers) in its own module and list it in :mod:`lockgate.p
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from lockgate.deployment import Deployment
+from lockgate.dialects import Dialect
 from lockgate.upstream import HttpClient, Timeouts, UpstreamResponse
 
 __all__ = [
@@ -84,12 +86,16 @@ class Call:
     stream: bool
     http: HttpClient
     timeouts: Timeouts
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Client headers the upstream's dialect defines (``anthropic-version``, ``anthropic-beta``), forwarded."""
 
 
 class Provider(ABC):
     """One upstream API. Instances are stateless and shared."""
 
     name: str
+    dialect: Dialect = "openai"
+    """The wire dialect of the upstream's chat endpoint; the pipeline translates when the client's differs."""
     default_api_base: str | None = None
     requires_api_base: bool = False
     config_params: frozenset[str] = frozenset()
@@ -117,7 +123,7 @@ class Provider(ABC):
 
     @abstractmethod
     async def chat(self, call: Call) -> UpstreamResponse:
-        """Send a chat completion; the response (or stream) is in the OpenAI dialect."""
+        """Send a chat request; the body, the response and its stream are in :attr:`dialect`."""
 
     @abstractmethod
     async def embeddings(self, call: Call) -> UpstreamResponse:

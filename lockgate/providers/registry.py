@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lockgate.providers.anthropic import Anthropic
 from lockgate.providers.azure import Azure
 from lockgate.providers.base import Provider
 from lockgate.providers.demo import Demo
@@ -9,10 +10,10 @@ from lockgate.providers.openai import FAMILY
 
 __all__ = ["PLANNED", "PROVIDERS", "get"]
 
-PROVIDERS: dict[str, Provider] = {p.name: p for p in (*FAMILY, Azure(), Demo())}
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (*FAMILY, Azure(), Anthropic(), Demo())}
 
 # LiteLLM prefixes that lockgate will serve but does not yet: a clear config error, not "unknown".
-PLANNED = frozenset({"anthropic", "bedrock", "gemini", "vertex_ai"})
+PLANNED = frozenset({"bedrock", "gemini", "vertex_ai"})
 
 
 def get(name: str) -> Provider | None:

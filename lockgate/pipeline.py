@@ -1,0 +1,384 @@
+"""The request path shared by every inference endpoint, one named step each::
+
+    read_json → require_model → take_controls → Router.plan → for each target:
+        prepare (translate to the upstream's dialect if it differs, upstream model, defaults,
+                 unsupported fields refused or dropped, include_usage for streams)
+        → provider call → error before the first byte: next target, if retryable
+        → relay: whole body, or SSE through a chain of stages (usage taps, dialect converters)
+        → Gateway.emit(RequestRecord)
+
+Same-dialect traffic is forwarded byte for byte when the gateway had nothing to change; across dialects
+the translation functions of :mod:`lockgate.dialects` are applied to the body, the response and each
+stream event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from lockgate.asgi import Request
+from lockgate.dialects import Dialect
+from lockgate.dialects import anthropic as ant
+from lockgate.dialects.anthropic_stream import ChatToMessagesStream, MessagesToChatStream, MessagesUsageTap
+from lockgate.errors import (
+    BadRequest,
+    ForbiddenField,
+    GatewayError,
+    InvalidJSON,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    upstream_error,
+)
+from lockgate.observe import RequestRecord
+from lockgate.providers.base import EMBEDDING_FIELDS, FORBIDDEN_FIELDS, FORBIDDEN_PREFIXES, GATEWAY_FIELDS, Call
+from lockgate.routing.router import Target
+from lockgate.streaming import UsageTap, error_event
+from lockgate.upstream import UpstreamResponse
+
+if TYPE_CHECKING:
+    from lockgate.app import Gateway
+
+__all__ = ["Controls", "Exchange", "read_json", "require_model", "run", "take_controls"]
+
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+RETRYABLE_STATUS = frozenset({401, 403, 404, 408, 409, 429, 500, 502, 503, 504, 529})
+
+
+@dataclass(slots=True)
+class Controls:
+    """LiteLLM's request-level controls, taken out of the body before it goes upstream."""
+
+    drop_params: bool | None = None
+    num_retries: int | None = None
+    session_id: str | None = None
+    changed: bool = False
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What an endpoint asks of the pipeline."""
+
+    dialect: Dialect
+    kind: str  # "chat" or "embeddings"
+    stream: bool = False
+    wants_usage: bool = False
+    forward: dict[str, str] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+def read_json(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise InvalidJSON("The request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"The request body is not valid JSON: {str(exc).split(':')[0]}.") from None
+    if not isinstance(body, dict):
+        raise InvalidJSON("The request body must be a JSON object.")
+    return body
+
+
+def require_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise BadRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' must be a non-empty string.", param="model")
+    return model
+
+
+_ANTHROPIC_GATEWAY_FIELDS = GATEWAY_FIELDS - {"metadata"}  # Anthropic's own metadata.user_id is forwarded
+
+
+def take_controls(body: dict[str, Any], dialect: Dialect = "openai") -> Controls:
+    """Refuse routing/credential fields; remove the gateway's own fields and keep their values."""
+    controls = Controls()
+    gateway_fields = GATEWAY_FIELDS if dialect == "openai" else _ANTHROPIC_GATEWAY_FIELDS
+    for key in list(body):
+        if key in FORBIDDEN_FIELDS or key.startswith(FORBIDDEN_PREFIXES):
+            raise ForbiddenField(
+                f"The field '{key}' is not accepted: upstream endpoints and credentials are set by the "
+                "gateway's configuration, never by a request.",
+                param=key,
+            )
+        if key in gateway_fields:
+            value = body.pop(key)
+            controls.changed = True
+            if key == "drop_params":
+                controls.drop_params = value is True
+            elif key == "num_retries" and isinstance(value, int) and not isinstance(value, bool):
+                controls.num_retries = max(0, min(value, 10))
+            elif key == "litellm_session_id" and isinstance(value, str):
+                controls.session_id = value[:200]
+    return controls
+
+
+def _translate(body: dict[str, Any], inbound: Dialect, upstream: Dialect) -> dict[str, Any]:
+    if inbound == "openai" and upstream == "anthropic":
+        return ant.chat_to_messages(body)
+    if inbound == "anthropic" and upstream == "openai":
+        return ant.messages_to_chat(body)
+    raise BadRequest(f"No translation from the {inbound} dialect to {upstream}.")
+
+
+def prepare(
+    body: dict[str, Any],
+    raw: bytes | None,
+    target: Target,
+    controls: Controls,
+    *,
+    allowed: frozenset[str] | None,
+    inject_usage: bool,
+    translated: bool = False,
+) -> tuple[dict[str, Any], bytes | None]:
+    """The body for one target: upstream model, defaults, unsupported fields dropped or refused.
+
+    Returns the body and, when nothing had to change, the client's bytes to send as they are. Fields a
+    translation produced are dropped quietly when the upstream does not take them."""
+    deployment = target.deployment
+    out = body
+    changed = controls.changed or translated
+    drop = translated or (controls.drop_params if controls.drop_params is not None else target.drop_params)
+    for key in body:
+        ok = key in allowed if allowed is not None else target.provider.accepts_chat_field(deployment, key)
+        if ok:
+            continue
+        if not drop:
+            raise BadRequest(
+                f"Unsupported parameter '{key}' for model '{body.get('model')}' ({target.provider.name}). "
+                "Remove it, or set drop_params: true to drop unsupported parameters.",
+                param=key,
+                code="unsupported_parameter",
+            )
+        if out is body:
+            out = dict(body)
+        del out[key]
+        changed = True
+    if body.get("model") != deployment.upstream_model:
+        out = dict(out) if out is body else out
+        out["model"] = deployment.upstream_model
+        changed = True
+    for key, value in deployment.params.items():
+        if key not in out:
+            out = dict(out) if out is body else out
+            out[key] = value
+            changed = True
+    if inject_usage:
+        out = dict(out) if out is body else out
+        options = out.get("stream_options")
+        out["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        changed = True
+    return out, (None if changed or raw is None else raw)
+
+
+def _retryable(error: GatewayError) -> bool:
+    if isinstance(error, UpstreamUnavailable | UpstreamTimeout):
+        return True
+    return isinstance(error, UpstreamError) and error.status in RETRYABLE_STATUS
+
+
+def _route_headers(target: Target, attempts: int) -> list[tuple[bytes, bytes]]:
+    d = target.deployment
+    return [
+        (b"x-lockgate-model-group", d.model_name.encode("latin-1", "replace")),
+        (b"x-lockgate-deployment", d.id.encode()),
+        (b"x-lockgate-attempts", str(attempts).encode()),
+        (b"x-litellm-model-id", d.id.encode()),
+    ]
+
+
+def _in_band_error(first: bytes, target: Target) -> GatewayError | None:
+    """An error event before any content: a real failure, which can still be retried or reported."""
+    if first.startswith(b'data: {"error"'):
+        return upstream_error(502, first[6:].split(b"\n\n", 1)[0], target.deployment.secrets())
+    if first.startswith(b"event: error"):
+        payload = first.split(b"data:", 1)[-1].split(b"\n\n", 1)[0].strip()
+        status = 529 if b"overloaded" in payload else 500
+        return upstream_error(status, payload, target.deployment.secrets())
+    return None
+
+
+async def _first_chunk(resp: UpstreamResponse, target: Target) -> tuple[bytes, Any]:
+    """The first body bytes: the gate before anything reaches the client (the upstream client bounds
+    the wait by the deployment's first-byte timeout)."""
+    chunks = resp.chunks()
+    first = await anext(chunks, b"")
+    error = _in_band_error(first, target)
+    if error is not None:
+        resp.close()
+        raise error
+    return first, chunks
+
+
+async def _attempt(gw: Gateway, target: Target, call: Call, kind: str) -> UpstreamResponse:
+    if kind == "embeddings":
+        if not target.provider.supports_embeddings:
+            raise BadRequest(f"The {target.provider.name} provider does not serve embeddings.", param="model")
+        resp = await target.provider.embeddings(call)
+    else:
+        resp = await target.provider.chat(call)
+    if resp.status >= 400:
+        raise upstream_error(resp.status, await resp.read(), target.deployment.secrets())
+    return resp
+
+
+async def run(
+    gw: Gateway, req: Request, body: dict[str, Any], raw: bytes, model: str, controls: Controls, ex: Exchange
+) -> None:
+    """Try the plan's targets in order until one answers; relay its answer in the client's dialect."""
+    record = RequestRecord(req.request_id, req.path, 200, model_group=model, stream=ex.stream)
+    plan = list(gw.router.plan(model, controls.num_retries))
+    translations: dict[str, dict[str, Any]] = {}
+    for attempt, target in enumerate(plan, start=1):
+        upstream = target.provider.dialect if ex.kind == "chat" else "openai"
+        translated = upstream != ex.dialect
+        if translated and upstream not in translations:
+            translations[upstream] = _translate(body, ex.dialect, upstream)
+        source = translations[upstream] if translated else body
+        inject = ex.stream and target.provider.supports_stream_usage and (translated or not ex.wants_usage)
+        allowed = EMBEDDING_FIELDS if ex.kind == "embeddings" else None
+        call_body, call_raw = prepare(
+            source, None if translated else raw, target, controls, allowed=allowed, inject_usage=inject,
+            translated=translated,
+        )  # fmt: skip
+        record.attempts, record.deployment_id, record.provider = attempt, target.deployment.id, target.provider.name
+        call = Call(target.deployment, call_body, call_raw, ex.stream, gw.http, target.timeouts, ex.forward)
+        try:
+            resp = await _attempt(gw, target, call, ex.kind)
+            if ex.stream:
+                first, chunks = await _first_chunk(resp, target)
+        except GatewayError as error:
+            if attempt < len(plan) and _retryable(error):
+                continue
+            record.status, record.error_type = error.status, type(error).__name__
+            gw.emit(record, req)
+            raise
+        headers = _route_headers(target, attempt)
+        if ex.stream:
+            stages = _stages(ex, upstream, model, strip_usage=inject and not ex.wants_usage)
+            await _relay_stream(gw, req, resp, first, chunks, headers, record, stages, ex.dialect)
+        else:
+            await _relay_body(gw, req, resp, headers, record, ex.dialect if translated else None, model)
+        return
+
+
+def _stages(ex: Exchange, upstream: Dialect, model: str, *, strip_usage: bool) -> list[Stage]:
+    if ex.dialect == upstream:
+        return [UsageTap(strip_usage_chunk=strip_usage)] if upstream == "openai" else [MessagesUsageTap()]
+    if upstream == "anthropic":  # Claude behind an OpenAI client
+        return [MessagesToChatStream(model), UsageTap(strip_usage_chunk=not ex.wants_usage)]
+    return [UsageTap(strip_usage_chunk=False), ChatToMessagesStream(model)]  # an OpenAI model behind Claude Code
+
+
+def _usage_of(stages: list[Stage]) -> dict[str, Any] | None:
+    for stage in stages:
+        if isinstance(stage, UsageTap):
+            return stage.usage
+    for stage in stages:
+        if isinstance(stage, MessagesUsageTap) and stage.usage is not None:
+            return ant.messages_usage_to_chat(stage.usage)
+    return None
+
+
+_RESPONSE_TRANSLATORS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
+    "openai": ant.message_to_chat_response,  # the client speaks OpenAI, the upstream Anthropic
+    "anthropic": ant.chat_response_to_message,  # the client speaks Anthropic, the upstream OpenAI
+}
+
+
+async def _relay_body(
+    gw: Gateway,
+    req: Request,
+    resp: UpstreamResponse,
+    headers: list[tuple[bytes, bytes]],
+    record: RequestRecord,
+    translate_to: Dialect | None,
+    model: str,
+) -> None:
+    payload = await resp.read()
+    try:
+        data = orjson.loads(payload)
+        usage = data.get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        raise UpstreamUnavailable("the upstream sent a response that is not valid JSON") from None
+    if translate_to is not None:
+        data = _RESPONSE_TRANSLATORS[translate_to](data, model)
+        payload = orjson.dumps(data)
+    if isinstance(usage, dict):
+        record.usage = ant.messages_usage_to_chat(usage) if "input_tokens" in usage else usage
+    await req.respond(200, payload, headers=headers)
+    gw.emit(record, req)
+
+
+def _pipe(stages: list[Stage], data: bytes) -> bytes:
+    for stage in stages:
+        data = stage.feed(data) if data else b""
+    return data
+
+
+def _drain(stages: list[Stage]) -> bytes:
+    out = b""
+    for stage in stages:
+        out = (stage.feed(out) if out else b"") + stage.flush()
+    return out
+
+
+def _error_event(error: GatewayError, dialect: Dialect) -> bytes:
+    if dialect == "anthropic":
+        return b"event: error\ndata: " + error.anthropic_body() + b"\n\n"
+    return error_event(error.openai_body())
+
+
+async def _relay_stream(
+    gw: Gateway,
+    req: Request,
+    resp: UpstreamResponse,
+    first: bytes,
+    chunks: Any,
+    headers: list[tuple[bytes, bytes]],
+    record: RequestRecord,
+    stages: list[Stage],
+    dialect: Dialect,
+) -> None:
+    send = req.send
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + req.response_headers + headers})
+    record.first_token_ms = (time.perf_counter() - req.started) * 1000
+    disconnected = False
+
+    async def watch() -> None:  # the client hanging up cancels the upstream call
+        nonlocal disconnected
+        while (await req.receive())["type"] != "http.disconnect":
+            pass
+        disconnected = True
+        resp.close()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        out = _pipe(stages, first)
+        if out:
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+        async for chunk in chunks:
+            out = _pipe(stages, chunk)
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+        tail = _drain(stages)
+    except GatewayError as error:
+        tail = b"" if disconnected else _error_event(error, dialect)
+        record.error_type = None if disconnected else type(error).__name__
+    finally:
+        watcher.cancel()
+    record.usage, record.client_disconnected = _usage_of(stages), disconnected
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+    gw.emit(record, req)
