@@ -156,7 +156,8 @@ class Gateway:
     async def _send_error(self, req: Request, route: Route | None, error: GatewayError) -> None:
         anthropic = route is not None and route.dialect == "anthropic"
         body = error.anthropic_body() if anthropic else error.openai_body()
+        status = 503 if error.status == 529 and not anthropic else error.status  # 529 is Anthropic's own
         try:
-            await req.respond(error.status, body, headers=error.headers)
+            await req.respond(status, body, headers=error.headers)
         except RuntimeError:  # the response had already started; nothing more can be said
             log.warning("error after the response started on request %s: %s", req.request_id, error.message)

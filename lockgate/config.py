@@ -96,7 +96,7 @@ _GENERAL_REFUSED = {
     "use_azure_key_vault": "secret managers are not implemented yet",
 }
 
-_LITELLM = {"drop_params", "num_retries", "request_timeout", "fallbacks"}
+_LITELLM = {"drop_params", "num_retries", "request_timeout", "fallbacks", "model_group_alias"}
 _LITELLM_IGNORED = {
     "callbacks", "success_callback", "failure_callback", "service_callbacks", "turn_off_message_logging",
     "redact_user_api_key_info", "redact_messages_in_exceptions", "json_logs", "langfuse_default_tags",
@@ -107,18 +107,18 @@ _LITELLM_IGNORED = {
     "default_internal_user_params", "store_audit_logs", "extra_spend_tag_headers",
     "disable_end_user_cost_tracking", "disable_end_user_cost_tracking_prometheus_only",
     "enable_json_schema_validation", "network_mock", "mcp_aliases", "ssl_verify", "set_verbose",
-    "telemetry", "allowed_fails", "cooldown_time", "model_group_alias", "enable_preview_features",
+    "telemetry", "allowed_fails", "cooldown_time", "enable_preview_features",
     "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name", "aws_session_name",
     "aws_role_name", "aws_profile_name", "vertex_project", "vertex_location", "log_raw_request_response",
     "return_response_headers", "public_model_groups",
 }  # fmt: skip
 
-_ROUTER = {"routing_strategy", "num_retries", "timeout", "stream_timeout", "fallbacks"}
+_ROUTER = {"routing_strategy", "num_retries", "timeout", "stream_timeout", "fallbacks", "model_group_alias"}
 _ROUTER_IGNORED = {
     "routing_strategy_args", "retry_after", "retry_policy", "model_group_retry_policy", "context_window_fallbacks",
     "content_policy_fallbacks", "default_fallbacks", "max_fallbacks", "allowed_fails", "allowed_fails_policy",
     "cooldown_time", "disable_cooldowns", "enable_pre_call_checks", "optional_pre_call_checks", "redis_host",
-    "redis_port", "redis_password", "redis_db", "redis_url", "cache_kwargs", "model_group_alias",
+    "redis_port", "redis_password", "redis_db", "redis_url", "cache_kwargs",
     "enable_tag_filtering", "tag_filtering_match_any", "default_litellm_params", "default_max_parallel_requests",
     "provider_budget_config", "client_ttl", "caching_groups", "deployment_affinity_ttl_seconds",
     "ignore_invalid_deployments", "enable_health_check_routing", "enable_weighted_failover", "guardrail_list",
@@ -197,6 +197,8 @@ class Settings:
     request_timeout: float = 600.0
     stream_timeout: float | None = None
     fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    aliases: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    """model_group_alias: a name clients use (``*`` wildcards allowed) → (model group, hidden from /v1/models)."""
     routing_strategy: str = "simple-shuffle"
     max_request_size_mb: float = 10.0
     shutdown_grace_seconds: float = 30.0
@@ -452,6 +454,29 @@ def _fallbacks(value: Any, path: str, names: set[str], check: _Checker) -> dict[
     return result
 
 
+def _aliases(value: Any, path: str, names: set[str], check: _Checker) -> dict[str, tuple[str, bool]]:
+    """LiteLLM's ``model_group_alias: {alias: group}`` or ``{alias: {model: group, hidden: true}}``."""
+    result: dict[str, tuple[str, bool]] = {}
+    if value is None:
+        return result
+    if not isinstance(value, dict):
+        check.error(path, "must be a mapping of alias to model group")
+        return result
+    for alias, target in value.items():
+        hidden = False
+        if isinstance(target, dict):
+            hidden = bool(target.get("hidden", False))
+            target = target.get("model")
+        if not isinstance(target, str) or not target:
+            check.error(f"{path}.{alias}", "must name a model group (or be {model: ..., hidden: true})")
+            continue
+        if not any(fnmatch.fnmatchcase(target, name) for name in names):
+            check.error(f"{path}.{alias}", f"'{target}' is not a model_name in model_list")
+            continue
+        result[str(alias)] = (target, hidden)
+    return result
+
+
 def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>", text: str = "") -> Settings:
     """Validate an already-parsed config document. Raises :class:`ConfigError`."""
     check = _Checker(_line_map(text) if text else {})
@@ -523,6 +548,8 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
         if isinstance(models, list)
         else set()
     )
+    aliases = _aliases(litellm.get("model_group_alias"), "litellm_settings.model_group_alias", names, check)
+    aliases.update(_aliases(router.get("model_group_alias"), "router_settings.model_group_alias", names, check))
     fallbacks = _fallbacks(litellm.get("fallbacks"), "litellm_settings.fallbacks", names, check)
     fallbacks.update(_fallbacks(router.get("fallbacks"), "router_settings.fallbacks", names, check))
     settings = Settings(
@@ -547,6 +574,7 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
         ),
         stream_timeout=num(router, "stream_timeout", "router_settings", None),
         fallbacks=fallbacks,
+        aliases=aliases,
         routing_strategy="simple-shuffle",
         max_request_size_mb=num(
             native,

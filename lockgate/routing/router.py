@@ -69,6 +69,13 @@ class Router:
                 wildcards.setdefault(deployment.model_name, []).append(target)
             else:
                 self._groups[deployment.model_name] = (*self._groups.get(deployment.model_name, ()), target)
+        self._aliases = {a: t for a, (t, _) in settings.aliases.items() if "*" not in a}
+        self._alias_patterns = [
+            (re.compile("^" + ".*".join(map(re.escape, a.split("*"))) + "$", re.DOTALL), t)
+            for a, (t, _) in sorted(settings.aliases.items(), key=lambda item: -len(item[0].replace("*", "")))
+            if "*" in a
+        ]
+        self._shown_aliases = [a for a, (_, hidden) in settings.aliases.items() if not hidden and "*" not in a]
         # Most specific first: the longest literal part wins (``openai/*`` before ``*``).
         self._wildcards = [
             _Wildcard(re.compile("^" + "(.*)".join(map(re.escape, name.split("*"))) + "$", re.DOTALL), tuple(t))
@@ -77,23 +84,40 @@ class Router:
 
     def names(self) -> list[str]:
         """Model names a client may ask for (wildcard groups are shown as their pattern)."""
-        return [*self._groups, *(w.targets[0].group for w in self._wildcards)]
+        return [*self._groups, *self._shown_aliases, *(w.targets[0].group for w in self._wildcards)]
 
     def targets(self) -> list[Target]:
         return [t for group in self._groups.values() for t in group] + [t for w in self._wildcards for t in w.targets]
 
+    def resolve(self, model: str) -> str:
+        """The model group a requested name lands on: itself, or the group its alias names."""
+        if model in self._groups:
+            return model
+        alias = self._aliases.get(model)
+        if alias is not None:
+            return alias
+        for pattern, target in self._alias_patterns:
+            if pattern.match(model):
+                return target
+        return model
+
     def group(self, model: str) -> tuple[Target, ...]:
-        """The targets serving ``model``; raises :class:`ModelNotFound`."""
+        """The targets serving ``model`` (or the group it is an alias of); raises :class:`ModelNotFound`."""
         found = self._groups.get(model)
         if found is not None:
             return found
+        resolved = self.resolve(model)
+        if resolved != model:
+            return self.group(resolved)
         for wildcard in self._wildcards:
             match = wildcard.pattern.match(model)
             if match is not None:
                 part = match.group(1) if match.groups() else ""
                 return tuple(self._specialise(t, part) for t in wildcard.targets)
         raise ModelNotFound(
-            f"The model '{model}' does not exist on this gateway. GET /v1/models lists the models you can use.",
+            f"The model '{model[:200]}' does not exist on this gateway. GET /v1/models lists the models you can "
+            "use; to accept this name, give a model_list entry this model_name, or map it to a model group with "
+            "router_settings.model_group_alias (wildcards such as 'claude-*' or '*haiku*' work).",
             param="model",
         )
 
@@ -120,6 +144,7 @@ class Router:
     def plan(self, model: str, num_retries: int | None = None) -> Iterator[Target]:
         """Targets to try, in order: the group with its retries, then each fallback group."""
         retries = self._retries if num_retries is None else num_retries
+        model = self.resolve(model)
         groups = [model, *self._fallbacks.get(model, ())]
         for index, name in enumerate(groups):
             try:

@@ -68,3 +68,37 @@ def test_targets_have_timeouts_from_deployment_or_settings() -> None:
     a, b = r.group("a")[0], r.group("b")[0]
     assert (a.timeouts.total, a.timeouts.first_byte) == (5, 2)
     assert (b.timeouts.total, b.timeouts.first_byte) == (42, 42)
+
+
+def test_model_group_alias_exact_wildcard_and_hidden() -> None:
+    settings = parse_settings(
+        {
+            "model_list": [dep("claude", "openai/big"), dep("fast", "openai/small")],
+            "router_settings": {
+                "model_group_alias": {
+                    "claude-sonnet-4-20250514": "claude",
+                    "*haiku*": "fast",
+                    "gpt-4": {"model": "claude", "hidden": True},
+                }
+            },
+        },
+        {},
+    )
+    r = Router(settings, random.Random(1))
+    assert [t.deployment.upstream_model for t in r.plan("claude-sonnet-4-20250514")] == ["big"]
+    assert [t.deployment.upstream_model for t in r.plan("claude-3-5-haiku-20241022")] == ["small"]
+    assert r.group("gpt-4")[0].group == "claude"
+    assert r.names() == ["claude", "fast", "claude-sonnet-4-20250514"]
+    with pytest.raises(ModelNotFound) as caught:
+        r.group("claude-opus-4")
+    assert "model_group_alias" in caught.value.message
+
+
+def test_alias_to_a_missing_group_is_a_config_error() -> None:
+    from lockgate.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(
+            {"model_list": [dep("a", "openai/x")], "router_settings": {"model_group_alias": {"b": "nope"}}}, {}
+        )
+    assert "'nope' is not a model_name" in str(caught.value)
