@@ -22,6 +22,7 @@ from lockgate.api import anthropic, health, openai
 from lockgate.asgi import Receive, Request, Scope, Send
 from lockgate.auth import Authenticator
 from lockgate.config import Settings
+from lockgate.dialects.thinking import ThinkingMemory
 from lockgate.errors import (
     GatewayError,
     HeadersTooLarge,
@@ -83,6 +84,7 @@ class Gateway:
         self.sinks = sinks
         self.started_at = int(time.time())
         self.draining = False
+        self.thinking = ThinkingMemory()
         self._http: HttpClient | None = None
 
     @property

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -125,9 +124,11 @@ def take_controls(body: dict[str, Any], dialect: Dialect = "openai") -> Controls
     return controls
 
 
-def _translate(body: dict[str, Any], inbound: Dialect, upstream: Dialect) -> dict[str, Any]:
+def _translate(
+    gw: Gateway, body: dict[str, Any], inbound: Dialect, upstream: Dialect, notes: list[str]
+) -> dict[str, Any]:
     if inbound == "openai" and upstream == "anthropic":
-        return ant.chat_to_messages(body)
+        return ant.chat_to_messages(body, gw.thinking, notes)
     if inbound == "anthropic" and upstream == "openai":
         return ant.messages_to_chat(body)
     raise BadRequest(f"No translation from the {inbound} dialect to {upstream}.")
@@ -241,11 +242,12 @@ async def run(
     record = RequestRecord(req.request_id, req.path, 200, model_group=model, stream=ex.stream)
     plan = list(gw.router.plan(model, controls.num_retries))
     translations: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
     for attempt, target in enumerate(plan, start=1):
         upstream = target.provider.dialect if ex.kind == "chat" else "openai"
         translated = upstream != ex.dialect
         if translated and upstream not in translations:
-            translations[upstream] = _translate(body, ex.dialect, upstream)
+            translations[upstream] = _translate(gw, body, ex.dialect, upstream, notes)
         source = translations[upstream] if translated else body
         inject = ex.stream and target.provider.supports_stream_usage and (translated or not ex.wants_usage)
         allowed = EMBEDDING_FIELDS if ex.kind == "embeddings" else None
@@ -266,19 +268,21 @@ async def run(
             gw.emit(record, req)
             raise
         headers = _route_headers(target, attempt)
+        if notes:
+            headers.append((b"x-lockgate-notice", "; ".join(notes).encode("latin-1", "replace")))
         if ex.stream:
-            stages = _stages(ex, upstream, model, strip_usage=inject and not ex.wants_usage)
+            stages = _stages(gw, ex, upstream, model, strip_usage=inject and not ex.wants_usage)
             await _relay_stream(gw, req, resp, first, chunks, headers, record, stages, ex.dialect)
         else:
             await _relay_body(gw, req, resp, headers, record, ex.dialect if translated else None, model)
         return
 
 
-def _stages(ex: Exchange, upstream: Dialect, model: str, *, strip_usage: bool) -> list[Stage]:
+def _stages(gw: Gateway, ex: Exchange, upstream: Dialect, model: str, *, strip_usage: bool) -> list[Stage]:
     if ex.dialect == upstream:
         return [UsageTap(strip_usage_chunk=strip_usage)] if upstream == "openai" else [MessagesUsageTap()]
     if upstream == "anthropic":  # Claude behind an OpenAI client
-        return [MessagesToChatStream(model), UsageTap(strip_usage_chunk=not ex.wants_usage)]
+        return [MessagesToChatStream(model, gw.thinking), UsageTap(strip_usage_chunk=not ex.wants_usage)]
     return [UsageTap(strip_usage_chunk=False), ChatToMessagesStream(model)]  # an OpenAI model behind Claude Code
 
 
@@ -290,12 +294,6 @@ def _usage_of(stages: list[Stage]) -> dict[str, Any] | None:
         if isinstance(stage, MessagesUsageTap) and stage.usage is not None:
             return ant.messages_usage_to_chat(stage.usage)
     return None
-
-
-_RESPONSE_TRANSLATORS: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
-    "openai": ant.message_to_chat_response,  # the client speaks OpenAI, the upstream Anthropic
-    "anthropic": ant.chat_response_to_message,  # the client speaks Anthropic, the upstream OpenAI
-}
 
 
 async def _relay_body(
@@ -313,9 +311,10 @@ async def _relay_body(
         usage = data.get("usage")
     except (orjson.JSONDecodeError, AttributeError):
         raise UpstreamUnavailable("the upstream sent a response that is not valid JSON") from None
-    if translate_to is not None:
-        data = _RESPONSE_TRANSLATORS[translate_to](data, model)
-        payload = orjson.dumps(data)
+    if translate_to == "openai":  # the client speaks OpenAI, the upstream Anthropic
+        payload = orjson.dumps(ant.message_to_chat_response(data, model, gw.thinking))
+    elif translate_to == "anthropic":  # the client speaks Anthropic, the upstream OpenAI
+        payload = orjson.dumps(ant.chat_response_to_message(data, model))
     if isinstance(usage, dict):
         record.usage = ant.messages_usage_to_chat(usage) if "input_tokens" in usage else usage
     await req.respond(200, payload, headers=headers)

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from lockgate.dialects.thinking import ThinkingMemory
 from lockgate.errors import BadRequest
 
 __all__ = [
@@ -333,11 +334,16 @@ def _mark_last(blocks: list[dict[str, Any]], cache_control: Any) -> None:
         blocks[-1]["cache_control"] = cache_control
 
 
-def _assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+def _assistant_blocks(message: dict[str, Any], memory: ThinkingMemory | None) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     for block in message.get("thinking_blocks") or []:  # signed thinking, sent back as received
         if isinstance(block, dict) and block.get("type") in ("thinking", "redacted_thinking"):
             blocks.append({k: v for k, v in block.items() if k in ("type", "thinking", "signature", "data")})
+    reasoning = message.get("reasoning_content")
+    if not blocks and isinstance(reasoning, str) and reasoning and memory is not None:
+        signature = memory.signature(reasoning)  # reasoning sent back without its signature: restore it
+        if signature:
+            blocks.append({"type": "thinking", "thinking": reasoning, "signature": signature})
     blocks.extend(_parts_to_blocks(message.get("content")))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
@@ -351,8 +357,14 @@ def _assistant_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
-def chat_to_messages(body: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI chat request → the equivalent Anthropic Messages request (for an Anthropic upstream)."""
+def chat_to_messages(
+    body: dict[str, Any], memory: ThinkingMemory | None = None, notes: list[str] | None = None
+) -> dict[str, Any]:
+    """An OpenAI chat request → the equivalent Anthropic Messages request (for an Anthropic upstream).
+
+    With thinking on, an assistant tool-call turn must start with its signed thinking block: it comes from
+    ``thinking_blocks``, or from ``memory`` when the client sent only ``reasoning_content``. Where neither
+    has it, thinking is turned off for this request (Claude would refuse it) and ``notes`` says so."""
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for message in body.get("messages") or []:
@@ -381,7 +393,7 @@ def chat_to_messages(body: dict[str, Any]) -> dict[str, Any]:
             _mark_last(blocks, message.get("cache_control"))
             messages.append({"role": "user", "content": blocks})
         elif role == "assistant":
-            blocks = _assistant_blocks(message)
+            blocks = _assistant_blocks(message, memory)
             _mark_last(blocks, message.get("cache_control"))
             messages.append({"role": "assistant", "content": blocks or [{"type": "text", "text": ""}]})
         else:
@@ -440,8 +452,13 @@ def chat_to_messages(body: dict[str, Any]) -> dict[str, Any]:
         if out["max_tokens"] <= budget:
             out["max_tokens"] = budget + DEFAULT_MAX_TOKENS
     if isinstance(out.get("thinking"), dict) and out["thinking"].get("type") in ("enabled", "adaptive"):
-        out.pop("temperature", None)  # Claude refuses temperature with thinking on
-        out.pop("top_k", None)
+        if _unsigned_tool_turn(messages):
+            del out["thinking"]
+            if notes is not None:
+                notes.append("thinking dropped: an earlier tool-call turn came back without its signed thinking")
+        else:
+            out.pop("temperature", None)  # Claude refuses temperature with thinking on
+            out.pop("top_k", None)
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema")
@@ -450,10 +467,24 @@ def chat_to_messages(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _unsigned_tool_turn(messages: list[dict[str, Any]]) -> bool:
+    """Whether the last assistant turn calls tools without starting with a thinking block."""
+    for message in reversed(messages):
+        if message["role"] != "assistant":
+            continue
+        content = message["content"]
+        uses_tools = any(b.get("type") == "tool_use" for b in content)
+        starts_signed = bool(content) and content[0].get("type") in ("thinking", "redacted_thinking")
+        return uses_tools and not starts_signed
+    return False
+
+
 # --- Anthropic response → OpenAI response --------------------------------------------------------------
 
 
-def message_to_chat_response(message: dict[str, Any], model: str) -> dict[str, Any]:
+def message_to_chat_response(
+    message: dict[str, Any], model: str, memory: ThinkingMemory | None = None
+) -> dict[str, Any]:
     texts: list[str] = []
     thinking: list[str] = []
     blocks: list[dict[str, Any]] = []
@@ -465,6 +496,8 @@ def message_to_chat_response(message: dict[str, Any], model: str) -> dict[str, A
         elif kind == "thinking":
             thinking.append(block.get("thinking", ""))
             blocks.append(block)
+            if memory is not None:
+                memory.remember(block.get("thinking", ""), block.get("signature", ""))
         elif kind == "redacted_thinking":
             blocks.append(block)
         elif kind == "tool_use":

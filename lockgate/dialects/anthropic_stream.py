@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from lockgate.dialects.anthropic import FINISH_REASONS, STOP_REASONS, chat_usage_to_messages, messages_usage_to_chat
+from lockgate.dialects.thinking import ThinkingMemory
 
 __all__ = ["ChatToMessagesStream", "MessagesToChatStream", "MessagesUsageTap", "sse_events"]
 
@@ -90,9 +91,10 @@ class MessagesUsageTap:
 class MessagesToChatStream:
     """Anthropic SSE (from an Anthropic-native upstream) → OpenAI chunks (for an OpenAI client)."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, memory: ThinkingMemory | None = None) -> None:
         self._splitter = _Splitter()
         self._model = model
+        self._memory = memory
         self._id = "chatcmpl-lockgate"
         self._created = int(time.time())
         self._blocks: dict[int, dict[str, Any]] = {}
@@ -165,6 +167,8 @@ class MessagesToChatStream:
             block = self._blocks.get(int(payload.get("index", 0))) or {}
             if block.get("type") == "thinking":  # the signed block, whole, for the client to send back
                 signed = {"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]}
+                if self._memory is not None:
+                    self._memory.remember(block["thinking"], block["signature"])
                 return self._chunk({"thinking_blocks": [signed]})
             return b""
         if name == "message_delta":

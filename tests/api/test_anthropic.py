@@ -338,3 +338,45 @@ def test_overloaded_claude_is_503_for_openai_clients(cline: openai.OpenAI) -> No
         cline.chat.completions.create(model="claude-overloaded", messages=user("hi"))
     assert caught.value.status_code == 503
     assert json.loads(caught.value.response.text)["error"]["message"]
+
+
+def _thinking_turn(cline: openai.OpenAI, prompt: str) -> tuple[Any, list[dict[str, Any]]]:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+    first = cline.chat.completions.create(
+        model="claude",
+        messages=user(prompt),
+        tools=tools,  # type: ignore[arg-type]
+        extra_body={"thinking": {"type": "enabled", "budget_tokens": 1024}},
+        max_tokens=2048,
+    )
+    return first.choices[0].message, tools
+
+
+@pytest.mark.parametrize("known", [True, False])
+def test_reasoning_sent_back_without_signature(
+    cline: openai.OpenAI, fake_anthropic: FakeAnthropic, known: bool
+) -> None:
+    """The Cline CLI sends earlier reasoning back as plain reasoning_content, with thinking still on."""
+    message, tools = _thinking_turn(cline, f"cli turn {known}")
+    extra: dict[str, Any] = message.model_extra or {}
+    reasoning = extra["reasoning_content"] if known else "reasoning this gateway never returned"
+    call = message.tool_calls[0]  # type: ignore[index]
+    response = cline.chat.completions.with_raw_response.create(
+        model="claude",
+        messages=[
+            *user(f"cli turn {known}"),
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()], "reasoning_content": reasoning},  # type: ignore[list-item]
+            {"role": "tool", "tool_call_id": call.id, "content": "42"},
+        ],
+        tools=tools,  # type: ignore[arg-type]
+        extra_body={"thinking": {"type": "enabled", "budget_tokens": 1024}},
+        max_tokens=2048,
+    )
+    assert response.parse().choices[0].finish_reason == "stop"
+    sent = fake_anthropic.last_request.json
+    if known:  # the signed block was restored from memory: thinking stays on
+        assert sent["messages"][1]["content"][0] == extra["thinking_blocks"][0]
+        assert sent["thinking"]["type"] == "enabled" and "x-lockgate-notice" not in response.headers
+    else:  # nothing to restore: thinking is off for this turn, and the response says so
+        assert "thinking" not in sent
+        assert "thinking dropped" in response.headers["x-lockgate-notice"]
