@@ -150,7 +150,7 @@ _PARAMS_IGNORED = {
     "merge_reasoning_content_in_choices", "mock_response", "use_in_pass_through", "keepalive_seconds",
     "configurable_clientside_auth_params", "input_cost_per_token", "output_cost_per_token",
     "input_cost_per_second", "output_cost_per_second", "cache_read_input_token_cost",
-    "cache_creation_input_token_cost", "region_name", "use_litellm_proxy", "cache_control_injection_points",
+    "cache_creation_input_token_cost", "region_name", "use_litellm_proxy",
 }  # fmt: skip
 # litellm_params keys that become request defaults when the provider accepts them as request fields.
 _SECRET_PARAMS = {

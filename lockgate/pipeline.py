@@ -181,6 +181,8 @@ def prepare(
         options = out.get("stream_options")
         out["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         changed = True
+    if allowed is None and (adapted := target.provider.adapt(out, deployment)) is not None:
+        out, changed = adapted, True
     return out, (None if changed or raw is None else raw)
 
 

@@ -121,6 +121,10 @@ class Provider(ABC):
     def accepts_chat_field(self, deployment: Deployment, name: str) -> bool:
         return name in self.chat_fields
 
+    def adapt(self, body: dict[str, Any], deployment: Deployment) -> dict[str, Any] | None:
+        """A deployment's own changes to a prepared chat body (a new dict), or None when it has none."""
+        return None
+
     @abstractmethod
     async def chat(self, call: Call) -> UpstreamResponse:
         """Send a chat request; the body, the response and its stream are in :attr:`dialect`."""

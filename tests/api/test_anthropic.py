@@ -45,6 +45,9 @@ def gateway(fake_anthropic: FakeAnthropic, fake_openai: FakeOpenAI) -> Iterator[
             claude("claude-sonnet-4-5", "claude-sonnet-4-5"),
             claude("claude-overloaded", "fault-status-529"),
             claude("claude-stream-error", "fault-streamerror"),
+            claude("claude-cached", "claude-sonnet-4-5")
+            + "      cache_control_injection_points:\n        - location: message\n          role: system\n"
+            "        - location: message\n          index: -1\n",
             "  - model_name: gpt-for-claude-code\n    litellm_params:\n      model: openai/gpt-4o\n"
             f"      api_base: {fake_openai.url}/v1\n      api_key: os.environ/UPSTREAM_KEY\n",
             "router_settings:\n  model_group_alias:\n    '*haiku*': claude\n",
@@ -380,3 +383,15 @@ def test_reasoning_sent_back_without_signature(
     else:  # nothing to restore: thinking is off for this turn, and the response says so
         assert "thinking" not in sent
         assert "thinking dropped" in response.headers["x-lockgate-notice"]
+
+
+def test_cache_control_injection_points(cline: openai.OpenAI, fake_anthropic: FakeAnthropic) -> None:
+    """The Cline CLI sends no cache markers; the deployment's injection points add them."""
+    messages = [{"role": "system", "content": "a long system prompt " * 20}, *user("first question")]
+    first = cline.chat.completions.create(model="claude-cached", messages=messages)  # type: ignore[arg-type]
+    sent = fake_anthropic.last_request.json
+    assert sent["system"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert sent["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert (first.usage.model_extra or {})["cache_creation_input_tokens"] > 0  # type: ignore[union-attr]
+    again = cline.chat.completions.create(model="claude-cached", messages=messages)  # type: ignore[arg-type]
+    assert again.usage.prompt_tokens_details.cached_tokens > 0  # type: ignore[union-attr]
