@@ -136,17 +136,13 @@ def test_check_config_bad_prints_every_problem() -> None:
     assert len([line for line in lines if line.startswith("  ")]) == 8
 
 
-def test_check_config_workshop_config_names_bedrock() -> None:
-    # Flips to exit 0 ("OK") when the bedrock provider lands.
+def test_check_config_workshop_config_is_ok() -> None:
     path = CONFIGS / "workshop" / "access_key_config.yml"
     env = clean_env(AWS_REGION_NAME="us-east-1", AWS_ACCESS_KEY_ID="AKIA-test", AWS_SECRET_ACCESS_KEY="secret-test")
     result = lockgate("check-config", str(path), env=env)
-    assert result.returncode == 1
-    problems = [line for line in result.stderr.splitlines() if line.startswith("  ")]
-    bedrock = "the bedrock provider is not supported by this version yet"
-    assert problems == [
-        f"  line {line}: model_list[{i}].litellm_params.model: {bedrock}" for i, line in enumerate((4, 12, 19, 26))
-    ]
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{path}: OK, 4 deployment(s) in 4 model group(s)"
+    assert "warning: line 52: general_settings.disable_user_auth: ignored" in result.stderr
     assert "secret-test" not in result.stderr + result.stdout
 
 

@@ -44,7 +44,6 @@ AWS_ENV = {
     "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
 }
 NOT_IMPLEMENTED = "ignored: not implemented by lockgate yet"
-BEDROCK = "the bedrock provider is not supported by this version yet"
 
 
 def load_text(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> Settings:
@@ -448,8 +447,9 @@ ERROR_CASES = [
                  "the anthropic provider needs api_key", id="anthropic-without-key"),
     pytest.param(entry("model: claude-3-5-sonnet-latest\n"), f"{P}.api_key", None,
                  "the anthropic provider needs api_key", id="anthropic-no-prefix-without-key"),
-    pytest.param(entry("model: bedrock/anthropic.claude-3-5-sonnet\n"), f"{P}.model", 4,
-                 BEDROCK, id="planned-bedrock"),
+    pytest.param(entry("model: bedrock/anthropic.claude-3-5-sonnet\n"), f"{P}.aws_region_name", None,
+                 "the bedrock provider needs aws_region_name (or aws_bedrock_runtime_endpoint)",
+                 id="bedrock-no-region"),
     pytest.param(entry("model: gemini/gemini-2.0-flash\n"), f"{P}.model", 4,
                  "the gemini provider is not supported by this version yet", id="planned-gemini"),
     pytest.param(entry("model: my-own-model\n"), f"{P}.model", 4,
@@ -632,8 +632,7 @@ def test_the_loader_never_runs_code(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 # --- the workshop configs ------------------------------------------------------------------------------------------
 # Real users' LiteLLM configs (tests/configs/workshop, copied verbatim from shared/reference/workshop-configs).
-# They use bedrock, which lockgate does not serve yet: today their ONLY errors are one "bedrock provider is not
-# supported" per deployment. When the bedrock provider lands, these tests flip to "loads cleanly".
+# lockgate serves them unchanged: they load with warnings for the keys it ignores, and auth stays on.
 
 
 def test_workshop_copies_match_the_reference() -> None:
@@ -654,27 +653,20 @@ def test_there_are_four_workshop_configs() -> None:
     ]
 
 
-# Flips to "loads cleanly" when the bedrock provider lands.
 @pytest.mark.parametrize("path", WORKSHOP_FILES, ids=lambda p: p.stem)
-def test_workshop_config_only_fails_on_bedrock(path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
-        load_settings(path, AWS_ENV)
-    error = info.value
-    model_lines = [n for n, line in enumerate(path.read_text().splitlines(), 1) if "model: bedrock/" in line]
-    assert model_lines, path
-    assert [(p.path, p.line, p.message) for p in error.problems] == [
-        (f"model_list[{i}].litellm_params.model", line, BEDROCK) for i, line in enumerate(model_lines)
-    ]
-    assert not any("fallbacks" in p.path for p in error.problems)
-    assert f"{path}: {len(model_lines)} problem(s):" in str(error)
+def test_workshop_config_loads(path: Path) -> None:
+    settings = load_settings(path, AWS_ENV)
+    model_lines = [line for line in path.read_text().splitlines() if "model: bedrock/" in line]
+    assert len(settings.deployments) == len(model_lines) > 0
+    assert all(d.provider == "bedrock" and d.upstream_model.startswith("converse/") for d in settings.deployments)
+    assert all(d.options["aws_region_name"] for d in settings.deployments)
+    assert settings.drop_params is True and settings.num_retries in (2, 5)
 
 
-# Flips to "loads cleanly (with these warnings)" when the bedrock provider lands.
 @pytest.mark.parametrize("path", WORKSHOP_FILES, ids=lambda p: p.stem)
 def test_workshop_config_warnings(path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
-        load_settings(path, AWS_ENV)
-    warnings = {w.path: w for w in info.value.warnings}
+    settings = load_settings(path, AWS_ENV)
+    warnings = {w.path: w for w in settings.warnings}
     lines = path.read_text().splitlines()
     for key in (
         "general_settings.disable_user_auth",
@@ -692,11 +684,10 @@ def test_workshop_config_warnings(path: Path) -> None:
     openapi = warnings["openapi"]
     assert openapi.message == "ignored: unknown key" and openapi.line is not None
     assert lines[openapi.line - 1] == "openapi:"
-    assert all(w.line is not None for w in info.value.warnings)
-    assert all(w.message.startswith("ignored:") for w in info.value.warnings)
+    assert all(w.line is not None for w in settings.warnings)
+    assert all(w.message.startswith("ignored:") for w in settings.warnings)
 
 
-# Flips with the two above when the bedrock provider lands.
 def test_workshop_config_without_aws_environment_names_the_variable() -> None:
     path = WORKSHOP / "prompt_caching.yml"
     with pytest.raises(ConfigError) as info:
@@ -704,8 +695,9 @@ def test_workshop_config_without_aws_environment_names_the_variable() -> None:
     # litellm_settings.aws_region_name is ignored, so only the deployment's own reference counts.
     assert [(p.path, p.line) for p in info.value.problems] == [
         ("model_list[0].litellm_params.aws_region_name", 5),
-        ("model_list[0].litellm_params.model", 4),
+        ("model_list[0].litellm_params.aws_region_name", 5),
     ]
+    assert "needs aws_region_name" in info.value.problems[1].message
     assert "environment variable AWS_REGION_NAME is not set" in info.value.problems[0].message
 
 
