@@ -32,9 +32,9 @@ class UsageTap:
         self.done = False
 
     def feed(self, chunk: bytes) -> bytes:
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n")
         data = self._pending + chunk if self._pending else chunk
+        if b"\r" in data:  # after joining: a CRLF may be split across two reads
+            data = data.replace(b"\r\n", b"\n")
         end = data.rfind(b"\n\n")
         if end < 0:
             self._pending = data

@@ -68,3 +68,11 @@ def test_unterminated_tail_is_flushed() -> None:
     assert tap.feed(CHUNK + b"data: {partial") == CHUNK
     assert tap.flush() == b"data: {partial"
     assert not tap.done
+
+
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_crlf_split_across_reads(size: int) -> None:
+    crlf = STREAM.replace(b"\n", b"\r\n")
+    tap = UsageTap(strip_usage_chunk=False)
+    assert feed_all(tap, [crlf[i : i + size] for i in range(0, len(crlf), size)]) == STREAM
+    assert tap.usage is not None and tap.done

@@ -149,6 +149,11 @@ def _user_to_chat(content: Any) -> list[dict[str, Any]]:
             if block.get("is_error"):
                 text = f"Error: {text}"
             tools.append({"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text})
+            for inner in block.get("content") if isinstance(block.get("content"), list) else []:
+                if isinstance(inner, dict) and inner.get("type") == "image":  # OpenAI tool messages are text only
+                    part = _image_to_part(inner)
+                    if part is not None:
+                        parts.append(part)
     out = tools
     if parts:
         simple = all(p["type"] == "text" for p in parts)
@@ -209,7 +214,7 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
         if body.get(name) is not None:
             out[name] = body[name]
     if body.get("stop_sequences"):
-        out["stop"] = body["stop_sequences"]
+        out["stop"] = list(body["stop_sequences"])[:4]  # OpenAI takes at most four
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         out["user"] = metadata["user_id"][:256]
@@ -393,9 +398,10 @@ def chat_to_messages(
             _mark_last(blocks, message.get("cache_control"))
             messages.append({"role": "user", "content": blocks})
         elif role == "assistant":
-            blocks = _assistant_blocks(message, memory)
+            blocks = [b for b in _assistant_blocks(message, memory) if b.get("type") != "text" or b.get("text")]
             _mark_last(blocks, message.get("cache_control"))
-            messages.append({"role": "assistant", "content": blocks or [{"type": "text", "text": ""}]})
+            if blocks:  # Claude refuses empty text blocks; an empty assistant turn says nothing anyway
+                messages.append({"role": "assistant", "content": blocks})
         else:
             raise BadRequest(f"messages: unknown role {str(role)[:40]!r}", param="messages")
     for message in messages:
@@ -439,7 +445,7 @@ def chat_to_messages(
         mapped = {"type": choice}
     elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         mapped = {"type": "tool", "name": choice["function"].get("name", "")}
-    if body.get("parallel_tool_calls") is False and tools:
+    if body.get("parallel_tool_calls") is False and tools and (mapped or {}).get("type") != "none":
         mapped = {**(mapped or {"type": "auto"}), "disable_parallel_tool_use": True}
     if mapped is not None and (tools or mapped["type"] == "none"):
         out["tool_choice"] = mapped
@@ -447,10 +453,10 @@ def chat_to_messages(
     if isinstance(thinking, dict):
         out["thinking"] = thinking
     elif body.get("reasoning_effort") in _BUDGETS:
-        budget = _BUDGETS[body["reasoning_effort"]]
-        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        if out["max_tokens"] <= budget:
-            out["max_tokens"] = budget + DEFAULT_MAX_TOKENS
+        out["thinking"] = {"type": "enabled", "budget_tokens": _BUDGETS[body["reasoning_effort"]]}
+    budget = out.get("thinking", {}).get("budget_tokens") if isinstance(out.get("thinking"), dict) else None
+    if isinstance(budget, int) and out["max_tokens"] <= budget:  # Claude needs budget_tokens < max_tokens
+        out["max_tokens"] = budget + DEFAULT_MAX_TOKENS
     if isinstance(out.get("thinking"), dict) and out["thinking"].get("type") in ("enabled", "adaptive"):
         if _unsigned_tool_turn(messages):
             del out["thinking"]

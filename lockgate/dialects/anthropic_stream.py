@@ -30,9 +30,9 @@ class _Splitter:
         self._pending = b""
 
     def events(self, chunk: bytes) -> list[bytes]:
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n")
         data = self._pending + chunk
+        if b"\r" in data:  # after joining: a CRLF may be split across two reads
+            data = data.replace(b"\r\n", b"\n")
         parts = data.split(b"\n\n")
         self._pending = parts.pop()
         return [p for p in parts if p.strip()]
