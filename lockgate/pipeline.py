@@ -258,7 +258,9 @@ async def run(
             translated=translated,
         )  # fmt: skip
         record.attempts, record.deployment_id, record.provider = attempt, target.deployment.id, target.provider.name
-        call = Call(target.deployment, call_body, call_raw, ex.stream, gw.http, target.timeouts, ex.forward)
+        call = Call(
+            target.deployment, call_body, call_raw, ex.stream, gw.http, target.timeouts, ex.forward, gw.thinking
+        )
         try:
             resp = await _attempt(gw, target, call, ex.kind)
             if ex.stream:

@@ -17,6 +17,7 @@ from typing import Any
 
 from lockgate.deployment import Deployment
 from lockgate.dialects import Dialect
+from lockgate.dialects.thinking import ThinkingMemory
 from lockgate.upstream import HttpClient, Timeouts, UpstreamResponse
 
 __all__ = [
@@ -88,6 +89,8 @@ class Call:
     timeouts: Timeouts
     headers: Mapping[str, str] = field(default_factory=dict)
     """Client headers the upstream's dialect defines (``anthropic-version``, ``anthropic-beta``), forwarded."""
+    thinking: ThinkingMemory | None = None
+    """Where providers keep opaque reasoning signatures their clients cannot carry."""
 
 
 class Provider(ABC):
