@@ -24,6 +24,8 @@ class RequestRecord:
     route: str
     status: int
     model_group: str | None = None
+    requested_model: str | None = None
+    session_id: str | None = None
     deployment_id: str | None = None
     provider: str | None = None
     stream: bool = False

@@ -241,7 +241,10 @@ async def run(
     gw: Gateway, req: Request, body: dict[str, Any], raw: bytes, model: str, controls: Controls, ex: Exchange
 ) -> None:
     """Try the plan's targets in order until one answers; relay its answer in the client's dialect."""
-    record = RequestRecord(req.request_id, req.path, 200, model_group=model, stream=ex.stream)
+    record = RequestRecord(
+        req.request_id, req.path, 200, model_group=model, requested_model=model, stream=ex.stream,
+        session_id=controls.session_id,
+    )  # fmt: skip
     plan = list(gw.router.plan(model, controls.num_retries))
     translations: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
@@ -258,6 +261,7 @@ async def run(
             translated=translated,
         )  # fmt: skip
         record.attempts, record.deployment_id, record.provider = attempt, target.deployment.id, target.provider.name
+        record.model_group = target.deployment.model_name
         call = Call(
             target.deployment, call_body, call_raw, ex.stream, gw.http, target.timeouts, ex.forward, gw.thinking
         )

@@ -37,6 +37,30 @@ from lockgate.upstream import UpstreamRequest, UpstreamResponse
 __all__ = ["Bedrock"]
 
 INVOKE_VERSION = "bedrock-2023-05-31"
+# anthropic-beta flags Bedrock accepts (AWS's Claude Messages request reference); any other flag makes Bedrock
+# answer 400 "invalid beta flag", so the rest of what clients such as Claude Code send is left out.
+BETA_FLAGS = frozenset(
+    {
+        "computer-use-2024-10-22", "computer-use-2025-01-24", "token-efficient-tools-2025-02-19",
+        "interleaved-thinking-2025-05-14", "output-128k-2025-02-19", "dev-full-thinking-2025-05-14",
+        "context-1m-2025-08-07", "context-management-2025-06-27", "effort-2025-11-24",
+        "tool-search-tool-2025-10-19", "tool-examples-2025-10-29",
+    }
+)  # fmt: skip
+# Flags with another name on Bedrock (Claude Code's first-party tool search is tool-search-tool there).
+BETA_ALIASES = {"advanced-tool-use-2025-11-20": "tool-search-tool-2025-10-19"}
+
+
+def bedrock_betas(header: str | None) -> list[str]:
+    """The client's anthropic-beta flags that Bedrock accepts, in order, without duplicates."""
+    flags: list[str] = []
+    for flag in (header or "").split(","):
+        flag = BETA_ALIASES.get(flag.strip(), flag.strip())
+        if flag in BETA_FLAGS and flag not in flags:
+            flags.append(flag)
+    return flags
+
+
 REFRESH_MARGIN_SECONDS = 300.0
 # Anthropic body fields InvokeModel does not take (the model is in the URL; streaming is the operation).
 _NOT_IN_INVOKE = ("model", "stream")
@@ -219,9 +243,9 @@ class Bedrock(Provider):
         return f"{str(endpoint).rstrip('/')}/model/{quote(model_id, safe='')}/{operation}", region
 
     def _body(self, call: Call, mode: str) -> bytes:
-        beta = call.headers.get("anthropic-beta")
+        betas = bedrock_betas(call.headers.get("anthropic-beta"))
         if mode == "converse":
-            return orjson.dumps(messages_to_converse(call.body, beta))
+            return orjson.dumps(messages_to_converse(call.body, ",".join(betas)))
         body = {k: v for k, v in call.body.items() if k not in _NOT_IN_INVOKE}
         body["anthropic_version"] = INVOKE_VERSION
         system = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "system"]
@@ -231,8 +255,8 @@ class Bedrock(Provider):
             current = body.get("system")
             base = [{"type": "text", "text": current}] if isinstance(current, str) else list(current or [])
             body["system"] = base + extra
-        if beta:
-            body["anthropic_beta"] = [flag.strip() for flag in beta.split(",") if flag.strip()]
+        if betas:
+            body["anthropic_beta"] = betas
         return orjson.dumps(body)
 
     async def _sign(self, deployment: Deployment, url: str, region: str, body: bytes) -> dict[str, str]:
