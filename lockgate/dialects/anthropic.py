@@ -30,6 +30,7 @@ __all__ = [
     "chat_response_to_message",
     "chat_to_messages",
     "chat_usage_to_messages",
+    "fit_thinking",
     "message_to_chat_response",
     "messages_to_chat",
     "messages_usage_to_chat",
@@ -64,6 +65,38 @@ FINISH_REASONS = {  # OpenAI finish_reason → Anthropic stop_reason
     "function_call": "tool_use",
     "content_filter": "refusal",
 }
+
+
+# --- thinking across model generations ----------------------------------------------------------------
+
+# Claude models that take only {type: enabled, budget_tokens}, not {type: adaptive}. Newer ones (Opus 4.6,
+# Sonnet 4.6 and later) take adaptive; unknown names are left alone rather than guessed at.
+_ENABLED_ONLY = ("claude-3", "sonnet-4-2025", "opus-4-2025", "opus-4-1", "opus-4-5", "sonnet-4-5", "haiku-4-5")
+
+
+def fit_thinking(body: dict[str, Any], model: str) -> dict[str, Any] | None:
+    """For a model that predates adaptive thinking, ``{type: adaptive}`` becomes ``{type: enabled}`` with a
+    budget from ``output_config.effort`` (Claude Code sends adaptive for names it does not recognise, such as
+    a gateway alias). Returns a new body, or None when nothing had to change."""
+    thinking = body.get("thinking")
+    if not (isinstance(thinking, dict) and thinking.get("type") == "adaptive"):
+        return None
+    if not any(marker in model for marker in _ENABLED_ONLY):
+        return None
+    out = dict(body)
+    config = out.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    budget = _BUDGETS.get(str(effort), _BUDGETS["medium"])
+    out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    if isinstance(config, dict):  # effort steers adaptive thinking only; these models do not take it
+        rest = {k: v for k, v in config.items() if k != "effort"}
+        if rest:
+            out["output_config"] = rest
+        else:
+            del out["output_config"]
+    if int(out.get("max_tokens") or 0) <= budget:
+        out["max_tokens"] = budget + DEFAULT_MAX_TOKENS
+    return out
 
 
 # --- usage -------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from lockgate.deployment import Deployment
-from lockgate.dialects.anthropic import MESSAGES_FIELDS
+from lockgate.dialects.anthropic import MESSAGES_FIELDS, fit_thinking
 from lockgate.dialects.cache_points import inject_cache_points, valid_points
 from lockgate.errors import BadRequest
 from lockgate.providers.base import Call, Provider
@@ -51,7 +51,9 @@ class Anthropic(Provider):
         return problems
 
     def adapt(self, body: dict[str, Any], deployment: Deployment) -> dict[str, Any] | None:
-        return inject_cache_points(body, deployment.options.get("cache_control_injection_points"))
+        fitted = fit_thinking(body, deployment.upstream_model)
+        marked = inject_cache_points(fitted or body, deployment.options.get("cache_control_injection_points"))
+        return marked or fitted
 
     def _url(self, deployment: Deployment, path: str) -> str:
         base = (deployment.api_base or self.default_api_base or "").rstrip("/")

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import orjson
 
 from lockgate.deployment import Deployment
-from lockgate.dialects.anthropic import MESSAGES_FIELDS
+from lockgate.dialects.anthropic import MESSAGES_FIELDS, fit_thinking
 from lockgate.dialects.cache_points import inject_cache_points
 from lockgate.dialects.converse import ConverseToMessagesStream, converse_to_message, messages_to_converse
 from lockgate.errors import BadRequest, UpstreamUnavailable
@@ -62,8 +62,11 @@ def bedrock_betas(header: str | None) -> list[str]:
 
 
 REFRESH_MARGIN_SECONDS = 300.0
-# Anthropic body fields InvokeModel does not take (the model is in the URL; streaming is the operation).
-_NOT_IN_INVOKE = ("model", "stream")
+# Anthropic body fields InvokeModel does not take (the model is in the URL; streaming is the operation; the
+# others are first-party API features Bedrock refuses as extraneous keys).
+_NOT_IN_INVOKE = ("model", "stream", "metadata", "service_tier", "container", "inference_geo", "mcp_servers")
+# Fields Bedrock takes only with their beta flag.
+_BETA_FIELDS = {"output_config": "effort-2025-11-24", "context_management": "context-management-2025-06-27"}
 
 
 class _Credentials:
@@ -208,7 +211,9 @@ class Bedrock(Provider):
         self._credentials: dict[str, _Credentials] = {}
 
     def adapt(self, body: dict[str, Any], deployment: Deployment) -> dict[str, Any] | None:
-        return inject_cache_points(body, deployment.options.get("cache_control_injection_points"))
+        fitted = fit_thinking(body, deployment.upstream_model)
+        marked = inject_cache_points(fitted or body, deployment.options.get("cache_control_injection_points"))
+        return marked or fitted
 
     def check(self, deployment: Deployment) -> list[tuple[str, str]]:
         problems = []
@@ -247,6 +252,9 @@ class Bedrock(Provider):
         if mode == "converse":
             return orjson.dumps(messages_to_converse(call.body, ",".join(betas)))
         body = {k: v for k, v in call.body.items() if k not in _NOT_IN_INVOKE}
+        for name, flag in _BETA_FIELDS.items():
+            if name in body and flag not in betas:
+                del body[name]
         body["anthropic_version"] = INVOKE_VERSION
         system = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "system"]
         if system:  # Claude Code's mid-conversation system messages go to the top-level system prompt
