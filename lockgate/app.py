@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from lockgate.api import anthropic, health, openai
+from lockgate.api import anthropic, bedrock, health, openai
 from lockgate.asgi import Receive, Request, Scope, Send
 from lockgate.auth import Authenticator
 from lockgate.config import Settings
@@ -50,7 +50,7 @@ Permission = Literal["public", "key", "admin"]
 class Route:
     methods: dict[str, Handler]
     permission: Permission
-    dialect: Literal["openai", "anthropic"] = "openai"
+    dialect: Literal["openai", "anthropic", "bedrock"] = "openai"
 
 
 def _routes() -> dict[str, Route]:
@@ -80,6 +80,7 @@ class Gateway:
         self.router = Router(settings)
         self.auth = Authenticator(settings.master_key)
         self.routes = _routes()
+        self._bedrock = Route({"POST": bedrock.passthrough}, "key", "bedrock")
         self.body_limit = int(settings.max_request_size_mb * 1024 * 1024)
         self.sinks = sinks
         self.started_at = int(time.time())
@@ -133,6 +134,8 @@ class Gateway:
     async def _http_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = Request(scope, receive, send)
         route = self.routes.get(req.path)
+        if route is None and req.path.startswith(bedrock.PREFIX):
+            route = self._bedrock
         try:
             if len(scope["headers"]) > MAX_HEADERS:
                 raise HeadersTooLarge(f"More than {MAX_HEADERS} request headers.")
@@ -156,10 +159,15 @@ class Gateway:
             await self._send_error(req, route, InternalError(f"Internal error (request id {req.request_id})."))
 
     async def _send_error(self, req: Request, route: Route | None, error: GatewayError) -> None:
-        anthropic = route is not None and route.dialect == "anthropic"
-        body = error.anthropic_body() if anthropic else error.openai_body()
-        status = 503 if error.status == 529 and not anthropic else error.status  # 529 is Anthropic's own
+        dialect = route.dialect if route is not None else "openai"
+        headers = list(error.headers)
+        if dialect == "bedrock":
+            body, kind = error.bedrock_body()
+            headers.append((b"x-amzn-errortype", kind))
+        else:
+            body = error.anthropic_body() if dialect == "anthropic" else error.openai_body()
+        status = 503 if error.status == 529 and dialect != "anthropic" else error.status  # 529 is Anthropic's own
         try:
-            await req.respond(status, body, headers=error.headers)
+            await req.respond(status, body, headers=headers)
         except RuntimeError:  # the response had already started; nothing more can be said
             log.warning("error after the response started on request %s: %s", req.request_id, error.message)

@@ -67,6 +67,17 @@ _ANTHROPIC_TYPES = {
     529: "overloaded_error",
 }
 
+_BEDROCK_TYPES = {
+    400: "ValidationException",
+    401: "AccessDeniedException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    408: "ModelTimeoutException",
+    413: "ValidationException",
+    429: "ThrottlingException",
+    503: "ServiceUnavailableException",
+}
+
 
 class GatewayError(Exception):
     """An error with a status and a client-safe message."""
@@ -91,6 +102,13 @@ class GatewayError(Exception):
         return orjson.dumps(
             {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
         )
+
+    def bedrock_body(self) -> tuple[bytes, bytes]:
+        """Bedrock's error shape: a ``message`` body and the ``x-amzn-ErrorType`` header's value."""
+        kind = _BEDROCK_TYPES.get(
+            self.status, "InternalServerException" if self.status >= 500 else "ValidationException"
+        )
+        return orjson.dumps({"message": self.message}), kind.encode()
 
     def anthropic_body(self) -> bytes:
         kind = _ANTHROPIC_TYPES.get(self.status, "api_error" if self.status >= 500 else "invalid_request_error")

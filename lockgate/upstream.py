@@ -453,11 +453,16 @@ class HttpClient:
         self._all.clear()
 
 
+_FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
 def _serialise(head: bytes, headers: Mapping[str, str], body: bytes) -> bytes:
     lines = []
     for name, value in headers.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
             raise UpstreamUnavailable("refusing to send a header containing a line break")
+        if name.lower() in _FRAMING_HEADERS:  # the client sets these itself, exactly once
+            continue
         lines.append(f"{name}: {value}\r\n")
     lines.append(f"Content-Length: {len(body)}\r\n\r\n")
     return head + "".join(lines).encode("latin-1") + body

@@ -241,7 +241,8 @@ class Bedrock(Provider):
         )
         return ("invoke" if base.startswith("anthropic.") else "converse"), model
 
-    def _url(self, deployment: Deployment, operation: str, model_id: str) -> tuple[str, str]:
+    def url_for(self, deployment: Deployment, operation: str, model_id: str) -> tuple[str, str]:
+        """The runtime URL of an operation on a model, and the region to sign for."""
         options = deployment.options
         region = str(options.get("aws_region_name") or "us-east-1")
         endpoint = options.get("aws_bedrock_runtime_endpoint") or f"https://bedrock-runtime.{region}.amazonaws.com"
@@ -267,7 +268,11 @@ class Bedrock(Provider):
             body["anthropic_beta"] = betas
         return orjson.dumps(body)
 
-    async def _sign(self, deployment: Deployment, url: str, region: str, body: bytes) -> dict[str, str]:
+    async def sign(
+        self, deployment: Deployment, url: str, region: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """SigV4-signed headers for a POST of ``body`` to ``url`` with this deployment's credentials
+        (``headers`` are added before signing)."""
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
@@ -275,7 +280,9 @@ class Bedrock(Provider):
         if credentials is None:
             credentials = self._credentials[deployment.id] = _Credentials(deployment)
         frozen = await credentials.get()
-        request = AWSRequest(method="POST", url=url, data=body, headers={"Content-Type": "application/json"})
+        request = AWSRequest(
+            method="POST", url=url, data=body, headers={"Content-Type": "application/json", **(headers or {})}
+        )
         SigV4Auth(frozen, "bedrock", region).add_auth(request)
         return {k: v for k, v in request.headers.items()}
 
@@ -288,9 +295,9 @@ class Bedrock(Provider):
             ("invoke", False): "invoke",
             ("invoke", True): "invoke-with-response-stream",
         }[(mode, stream)]
-        url, region = self._url(call.deployment, operation, model_id)
+        url, region = self.url_for(call.deployment, operation, model_id)
         body = self._body(call, mode)
-        headers = await self._sign(call.deployment, url, region, body)
+        headers = await self.sign(call.deployment, url, region, body)
         headers["Accept"] = "application/vnd.amazon.eventstream" if stream else "application/json"
         resp = await call.http.send(UpstreamRequest(url, headers, body), stream=stream, timeouts=call.timeouts)
         return _Translated(resp, mode, model_id)
