@@ -97,9 +97,17 @@ class Gateway:
     async def startup(self) -> None:
         if self._http is None:
             self._http = HttpClient(pool_size=self.settings.upstream_pool_size)
+        if self.settings.redis_url is not None and not self.thinking.shared:
+            import redis.asyncio
+
+            client = redis.asyncio.from_url(
+                self.settings.redis_url.reveal(), socket_timeout=0.25, socket_connect_timeout=0.5
+            )
+            self.thinking = ThinkingMemory(redis=client)
 
     async def shutdown(self) -> None:
         self.draining = True
+        await self.thinking.close()
         if self._http is not None:
             await self._http.close()
             self._http = None

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -44,6 +45,10 @@ ENVIRONMENT: dict[str, str] = {
     "LITELLM_MASTER_KEY": "Master key, when the config sets no `general_settings.master_key` (LiteLLM's name).",
     "DATABASE_URL": "Database URL, when the config sets no `general_settings.database_url` (LiteLLM's name).",
     "LITELLM_DROP_PARAMS": "`true` sets `litellm_settings.drop_params` when the config leaves it unset.",
+    "REDIS_URL": "Redis URL, when the config sets no `router_settings.redis_url` / `redis_host` (LiteLLM's name).",
+    "REDIS_HOST": "Redis host, when neither the config nor `REDIS_URL` names Redis (LiteLLM's name).",
+    "REDIS_PORT": "Redis port with `REDIS_HOST` (default 6379).",
+    "REDIS_PASSWORD": "Redis password with `REDIS_HOST`.",
 }
 
 # --- the keys we know, per section -------------------------------------------------------------------
@@ -113,12 +118,14 @@ _LITELLM_IGNORED = {
     "return_response_headers", "public_model_groups",
 }  # fmt: skip
 
-_ROUTER = {"routing_strategy", "num_retries", "timeout", "stream_timeout", "fallbacks", "model_group_alias"}
+_ROUTER = {
+    "routing_strategy", "num_retries", "timeout", "stream_timeout", "fallbacks", "model_group_alias",
+    "redis_host", "redis_port", "redis_password", "redis_db", "redis_url",
+}  # fmt: skip
 _ROUTER_IGNORED = {
     "routing_strategy_args", "retry_after", "retry_policy", "model_group_retry_policy", "context_window_fallbacks",
     "content_policy_fallbacks", "default_fallbacks", "max_fallbacks", "allowed_fails", "allowed_fails_policy",
-    "cooldown_time", "disable_cooldowns", "enable_pre_call_checks", "optional_pre_call_checks", "redis_host",
-    "redis_port", "redis_password", "redis_db", "redis_url", "cache_kwargs",
+    "cooldown_time", "disable_cooldowns", "enable_pre_call_checks", "optional_pre_call_checks", "cache_kwargs",
     "enable_tag_filtering", "tag_filtering_match_any", "default_litellm_params", "default_max_parallel_requests",
     "provider_budget_config", "client_ttl", "caching_groups", "deployment_affinity_ttl_seconds",
     "ignore_invalid_deployments", "enable_health_check_routing", "enable_weighted_failover", "guardrail_list",
@@ -191,6 +198,8 @@ class Settings:
     deployments: tuple[Deployment, ...]
     master_key: Secret | None = None
     database_url: Secret | None = None
+    redis_url: Secret | None = None
+    """Shared state across instances (thinking signatures now; limits and key invalidation later)."""
     store_prompts_in_spend_logs: bool = False
     drop_params: bool = False
     num_retries: int = 0
@@ -552,7 +561,9 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
     aliases.update(_aliases(router.get("model_group_alias"), "router_settings.model_group_alias", names, check))
     fallbacks = _fallbacks(litellm.get("fallbacks"), "litellm_settings.fallbacks", names, check)
     fallbacks.update(_fallbacks(router.get("fallbacks"), "router_settings.fallbacks", names, check))
+    redis_url = _redis_url(router, env, check)
     settings = Settings(
+        redis_url=redis_url,
         deployments=tuple(deployments),
         master_key=Secret(str(master)) if master else None,
         database_url=Secret(str(database)) if database else None,
@@ -591,6 +602,27 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
     if check.problems:
         raise ConfigError(source, check.problems, check.warnings)
     return settings
+
+
+def _redis_url(router: Mapping[str, Any], env: Mapping[str, str], check: _Checker) -> Secret | None:
+    """LiteLLM's ``redis_url`` or ``redis_host``/``redis_port``/``redis_password``/``redis_db``, else the
+    same names in the environment."""
+    url = router.get("redis_url") or (None if router.get("redis_host") else env.get("REDIS_URL"))
+    if url:
+        if not str(url).startswith(("redis://", "rediss://", "unix://")):
+            check.error("router_settings.redis_url", "must be a redis://, rediss:// or unix:// URL")
+            return None
+        return Secret(str(url))
+    host = router.get("redis_host") or env.get("REDIS_HOST")
+    if not host:
+        return None
+    port = router.get("redis_port") or env.get("REDIS_PORT") or 6379
+    password = router.get("redis_password") or (None if router.get("redis_host") else env.get("REDIS_PASSWORD"))
+    db = router.get("redis_db") or 0
+    if check.number(port, "router_settings.redis_port", integer=True) is None:
+        return None
+    auth = f":{quote(str(password), safe='')}@" if password else ""
+    return Secret(f"redis://{auth}{host}:{int(port)}/{int(db)}")
 
 
 def _check_ids(deployments: list[Deployment], check: _Checker) -> None:

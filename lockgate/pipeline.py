@@ -124,6 +124,21 @@ def take_controls(body: dict[str, Any], dialect: Dialect = "openai") -> Controls
     return controls
 
 
+def _signed_texts(body: dict[str, Any]) -> list[str]:
+    """What a request may need from the thinking memory: reasoning sent back without its signature, and the
+    ids of tool calls (Gemini's signatures are kept by call id)."""
+    texts: list[str] = []
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        if isinstance(message.get("reasoning_content"), str) and not message.get("thinking_blocks"):
+            texts.append(message["reasoning_content"])
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, dict):
+                texts.append("gemini-fc:" + str(call.get("id", "")))
+    return texts
+
+
 def _translate(
     gw: Gateway, body: dict[str, Any], inbound: Dialect, upstream: Dialect, notes: list[str]
 ) -> dict[str, Any]:
@@ -246,6 +261,8 @@ async def run(
         session_id=controls.session_id,
     )  # fmt: skip
     plan = list(gw.router.plan(model, controls.num_retries))
+    if gw.thinking.shared and ex.dialect == "openai" and ex.kind == "chat":
+        await gw.thinking.prefetch(_signed_texts(body))  # signatures another instance may have returned
     translations: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
     for attempt, target in enumerate(plan, start=1):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.config import ConfigError, Problem, Settings, load_settings
+from lockgate.config import ConfigError, Problem, Settings, load_settings, parse_settings
 from lockgate.deployment import Deployment, public_url
 from lockgate.secret import Secret
 
@@ -742,3 +742,19 @@ def test_bug_nan_timeout_is_accepted(tmp_path: Path, text: str, path: str) -> No
 
 def test_bug_public_url_ipv6() -> None:
     assert public_url("http://[::1]:8000/v1") == "http://[::1]:8000/v1"
+
+
+def test_redis_settings_and_environment_names() -> None:
+    models = {"model_list": [{"model_name": "m", "litellm_params": {"model": "demo/x"}}]}
+    config = {**models, "router_settings": {"redis_host": "cache", "redis_port": 6380, "redis_password": "p@ss"}}
+    settings = parse_settings(config, {})
+    assert settings.redis_url is not None and settings.redis_url.reveal() == "redis://:p%40ss@cache:6380/0"
+    assert "p@ss" not in repr(settings)
+    from_env = parse_settings(models, {"REDIS_HOST": "envhost", "REDIS_PASSWORD": "x"})
+    assert from_env.redis_url is not None and from_env.redis_url.reveal() == "redis://:x@envhost:6379/0"
+    url = parse_settings(models, {"REDIS_URL": "rediss://r:6379/2"})
+    assert url.redis_url is not None and url.redis_url.reveal() == "rediss://r:6379/2"
+    assert parse_settings(models, {}).redis_url is None
+    with pytest.raises(ConfigError) as info:
+        parse_settings({**models, "router_settings": {"redis_url": "http://nope"}}, {})
+    assert "redis_url: must be a redis://" in str(info.value)

@@ -35,7 +35,7 @@ FINISH_REASONS = {
     "LANGUAGE": "content_filter",
     "IMAGE_SAFETY": "content_filter",
 }
-_SIGNATURE_KEY = "gemini-fc:"  # ThinkingMemory key prefix: a tool-call id, not a thought's text
+_SIGNATURE_KEY = "gemini-fc:"  # ThinkingMemory key prefix: a tool-call id, not a thought's text (see pipeline)
 
 
 def _text_of(content: Any) -> str:
