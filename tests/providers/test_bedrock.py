@@ -180,3 +180,30 @@ def test_workshop_config_served_unchanged(fake_bedrock: FakeBedrock) -> None:
         # disable_user_auth in the config is ignored: auth stays on.
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=gw.url, api_key="wrong", max_retries=0).models.list()
+
+
+def test_workshop_iam_role_config_uses_the_standard_credential_chain(fake_bedrock: FakeBedrock) -> None:
+    """iam_role_config.yml names no keys: botocore's chain finds them (here in the environment; on EC2/ECS, the
+    instance or task role). aws_session_name without aws_role_name assumes nothing, as in LiteLLM."""
+    text = (WORKSHOP / "iam_role_config.yml").read_text()
+    text = re.sub(
+        r"^( {6,})aws_region_name: (.*)$",
+        lambda m: f"{m[0]}\n{m[1]}aws_bedrock_runtime_endpoint: {fake_bedrock.url}",
+        text,
+        flags=re.MULTILINE,
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION_NAME": "us-east-1",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    with GatewayProcess(text, env=env, master_key="sk-litellm-test-key-workshop") as gw:
+        client = openai.OpenAI(base_url=gw.url, api_key="sk-litellm-test-key-workshop", max_retries=0)
+        completion = client.chat.completions.create(
+            model="bedrock-us-claude-3-5-sonnet-v2", messages=user("from the instance role")
+        )  # type: ignore[arg-type]
+        assert completion.choices[0].message.content == "echo: from the instance role"
+    assert fake_bedrock.last_request.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=" + ACCESS_KEY)
