@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lockgate.asgi import Request
-from lockgate.dialects.anthropic import MESSAGES_FIELDS, messages_to_chat
-from lockgate.errors import BadRequest, GatewayError, upstream_error
+from lockgate.dialects.anthropic import messages_to_chat
+from lockgate.errors import BadRequest, GatewayError
 from lockgate.pipeline import Exchange, read_json, require_model, run, take_controls
-from lockgate.providers.anthropic import Anthropic
 from lockgate.providers.base import Call
 
 if TYPE_CHECKING:
@@ -45,25 +44,18 @@ async def messages(gw: Gateway, req: Request) -> None:
     await run(gw, req, body, raw, model, controls, exchange)
 
 
-_COUNT_FIELDS = MESSAGES_FIELDS - {"max_tokens", "stream", "stop_sequences", "temperature", "top_p", "top_k",
-                                   "metadata", "service_tier", "container", "inference_geo"}  # fmt: skip
-
-
 async def count_tokens(gw: Gateway, req: Request) -> None:
     """The provider's own counter where it has one; otherwise an estimate, marked as such."""
     body = read_json(await req.body(gw.body_limit))
     model = require_model(body)
     take_controls(body, "anthropic")
     target = gw.router.group(model)[0]
-    if isinstance(target.provider, Anthropic):
-        payload = {k: v for k, v in body.items() if k in _COUNT_FIELDS}
-        payload["model"] = target.deployment.upstream_model
-        call = Call(target.deployment, payload, None, False, gw.http, target.timeouts, _forward(req))
-        resp = await target.provider.count_tokens(call)
-        data = await resp.read()
-        if resp.status >= 400:
-            raise upstream_error(resp.status, data, target.deployment.secrets())
-        await req.respond(200, data)
+    payload = body if target.provider.dialect == "anthropic" else messages_to_chat({**body, "max_tokens": 1})
+    payload = {**payload, "model": target.deployment.upstream_model}
+    call = Call(target.deployment, payload, None, False, gw.http, target.timeouts, _forward(req), gw.thinking)
+    counted = await target.provider.count_tokens(call)
+    if counted is not None:
+        await req.respond(200, orjson.dumps({"input_tokens": counted}))
         return
     await req.respond(200, orjson.dumps({"input_tokens": _estimate(body)}), headers=[(b"x-lockgate-estimate", b"true")])
 

@@ -14,13 +14,26 @@ import orjson
 from lockgate.deployment import Deployment
 from lockgate.dialects.anthropic import MESSAGES_FIELDS, fit_thinking
 from lockgate.dialects.cache_points import inject_cache_points, valid_points
-from lockgate.errors import BadRequest
+from lockgate.errors import BadRequest, UpstreamUnavailable, upstream_error
 from lockgate.providers.base import Call, Provider
 from lockgate.upstream import UpstreamRequest, UpstreamResponse
 
 __all__ = ["Anthropic"]
 
 API_VERSION = "2023-06-01"
+# What Anthropic's token counter takes: the Messages body less generation settings.
+_COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config",
+                           "cache_control", "mcp_servers", "context_management"})  # fmt: skip
+
+
+def _int_field(data: bytes, name: str) -> int:
+    try:
+        value = orjson.loads(data).get(name)
+    except (orjson.JSONDecodeError, AttributeError):
+        value = None
+    if not isinstance(value, int):
+        raise UpstreamUnavailable("the upstream's token count is not a number")
+    return value
 
 
 class Anthropic(Provider):
@@ -78,10 +91,14 @@ class Anthropic(Provider):
         request = UpstreamRequest(self._url(call.deployment, "messages"), self._headers(call), body)
         return await call.http.send(request, stream=call.stream, timeouts=call.timeouts)
 
-    async def count_tokens(self, call: Call) -> UpstreamResponse:
-        body = orjson.dumps(call.body)
+    async def count_tokens(self, call: Call) -> int | None:
+        body = orjson.dumps({k: v for k, v in call.body.items() if k in _COUNT_FIELDS})
         request = UpstreamRequest(self._url(call.deployment, "messages/count_tokens"), self._headers(call), body)
-        return await call.http.send(request, stream=False, timeouts=call.timeouts)
+        resp = await call.http.send(request, stream=False, timeouts=call.timeouts)
+        data = await resp.read()
+        if resp.status >= 400:
+            raise upstream_error(resp.status, data, call.deployment.secrets())
+        return _int_field(data, "input_tokens")
 
     async def embeddings(self, call: Call) -> UpstreamResponse:
         raise BadRequest("The anthropic provider does not serve embeddings.", param="model")

@@ -132,6 +132,11 @@ class Provider(ABC):
     async def chat(self, call: Call) -> UpstreamResponse:
         """Send a chat request; the body, the response and its stream are in :attr:`dialect`."""
 
+    async def count_tokens(self, call: Call) -> int | None:
+        """The upstream's own count of a request's input tokens (body in :attr:`dialect`), or None when the
+        provider has no counter."""
+        return None
+
     @abstractmethod
     async def embeddings(self, call: Call) -> UpstreamResponse:
         """Send an embeddings request; the response is in the OpenAI dialect."""

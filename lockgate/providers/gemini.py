@@ -15,7 +15,7 @@ import orjson
 from lockgate.deployment import Deployment
 from lockgate.dialects.gemini import GeminiToChatStream, chat_to_gemini, gemini_to_chat_response
 from lockgate.dialects.thinking import ThinkingMemory
-from lockgate.errors import BadRequest, UpstreamUnavailable
+from lockgate.errors import BadRequest, UpstreamUnavailable, upstream_error
 from lockgate.providers.base import Call, Provider
 from lockgate.upstream import UpstreamRequest, UpstreamResponse
 
@@ -94,6 +94,30 @@ class Gemini(Provider):
         request = UpstreamRequest(self._url(call.deployment, call.stream), headers, body)
         resp = await call.http.send(request, stream=call.stream, timeouts=call.timeouts)
         return _Translated(resp, str(call.body.get("model") or call.deployment.upstream_model), call.thinking)
+
+    async def count_tokens(self, call: Call) -> int | None:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if call.deployment.api_key:
+            headers["x-goog-api-key"] = call.deployment.api_key.reveal()
+        model = quote(call.deployment.upstream_model, safe="")
+        content = chat_to_gemini(call.body, call.thinking)
+        content.pop("generationConfig", None)
+        body = orjson.dumps(
+            {"generateContentRequest": {"model": f"models/{call.deployment.upstream_model}", **content}}
+        )
+        base = (call.deployment.api_base or self.default_api_base or "").rstrip("/").removesuffix("/v1beta")
+        request = UpstreamRequest(f"{base}/v1beta/models/{model}:countTokens", headers, body)
+        resp = await call.http.send(request, stream=False, timeouts=call.timeouts)
+        data = await resp.read()
+        if resp.status >= 400:
+            raise upstream_error(resp.status, data, call.deployment.secrets())
+        try:
+            total = orjson.loads(data).get("totalTokens")
+        except (orjson.JSONDecodeError, AttributeError):
+            total = None
+        if not isinstance(total, int):
+            raise UpstreamUnavailable("the upstream's token count is not a number")
+        return total
 
     async def embeddings(self, call: Call) -> UpstreamResponse:
         raise BadRequest("Gemini embeddings are not supported yet.", param="model")

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -117,3 +118,14 @@ def test_gemini_errors(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="gemini", messages=user("hi"), logit_bias={"1": 1})  # type: ignore[arg-type]
     assert "logit_bias" in caught.value.message
+
+
+def test_count_tokens_asks_gemini(gateway: GatewayProcess, fake_gemini: FakeGemini) -> None:
+    response = httpx.post(
+        gateway.url + "/v1/messages/count_tokens",
+        json={"model": "gemini", "system": "be brief", "messages": user("count these words please")},
+        headers={"x-api-key": MASTER_KEY},
+    )
+    assert response.status_code == 200 and "x-lockgate-estimate" not in response.headers
+    assert response.json()["input_tokens"] > 0
+    assert fake_gemini.last_request.path == "/v1beta/models/gemini-2.5-flash:countTokens"
