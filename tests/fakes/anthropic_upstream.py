@@ -1,7 +1,8 @@
 """A fake Anthropic upstream speaking the real Messages API wire format over loopback HTTP.
 
 ``FakeAnthropic`` runs an aiohttp.web server on 127.0.0.1 in a background thread with its own event
-loop, so synchronous pytest tests can point a gateway (or the official ``anthropic`` SDK) at ``fake.url``.
+loop (see :class:`~tests.fakes.server.FakeServer`), so synchronous pytest tests can point a gateway (or the
+official ``anthropic`` SDK) at ``fake.url``.
 
 Every route needs the key -- ``x-api-key: <api_key>``, or ``Authorization: Bearer <api_key>`` when there is no
 ``x-api-key`` (the official SDK >= 2.x sends the API key that way) -- else 401 ``authentication_error``, and an
@@ -24,26 +25,22 @@ block" rule when thinking is enabled all give 400 ``invalid_request_error`` with
 
 Token counts are word counts (``str.split``) -- see :func:`count_input_tokens`. Faults are selected by the
 request's model name, see :data:`FAULTS`. Every request is recorded in ``FakeAnthropic.requests`` (a list of
-:class:`~tests.fakes.openai_upstream.RecordedRequest`) before it is answered.
+:class:`~tests.fakes.server.RecordedRequest`) before it is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import re
-import socket
-import threading
 import uuid
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from .openai_upstream import RecordedRequest
+from .server import FakeServer, RecordedRequest
 
 __all__ = [
     "ADAPTIVE_ONLY_MODELS",
@@ -746,10 +743,10 @@ def _model_obj(model_id: str, display_name: str, created_at: str) -> dict[str, A
     }
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeServer):
     """Fake Anthropic upstream on 127.0.0.1 (see the module docstring for routes and faults).
 
-    Usage::
+    ``url`` is the base URL without ``/v1`` (what ``anthropic.Anthropic(base_url=...)`` expects). Usage::
 
         with FakeAnthropic() as fake:
             client = anthropic.Anthropic(base_url=fake.url, api_key="sk-ant-upstream-secret")
@@ -758,130 +755,22 @@ class FakeAnthropic:
     """
 
     def __init__(self, *, api_key: str | None = DEFAULT_API_KEY) -> None:
+        super().__init__()
         self.api_key = api_key
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
         self._cache: set[str] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------------------
-
-    def start(self) -> FakeAnthropic:
-        """Bind 127.0.0.1 on a free port and serve from a background thread; returns self."""
-        if self._thread is not None:
-            raise RuntimeError("FakeAnthropic already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=self._run_loop, args=(loop,), name="fake-anthropic", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self._serve(sock), loop).result(timeout=10)
-        except BaseException:
-            self.stop()
-            sock.close()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (in-flight handlers get at most ~1 s) and join the thread; idempotent."""
-        loop, thread, runner = self._loop, self._thread, self._runner
-        if loop is None or thread is None:
-            return
-        if runner is not None:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakeAnthropic:
-        return self if self._thread is not None else self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeAnthropic not started")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """Base URL without ``/v1`` (what ``anthropic.Anthropic(base_url=...)`` expects)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def clear(self) -> None:
-        """Forget the recorded requests (the prompt cache is kept; see :meth:`clear_cache`)."""
-        with self._lock:
-            self.requests.clear()
 
     def clear_cache(self) -> None:
-        """Forget every cached prompt prefix: the next request with a breakpoint writes the cache again."""
+        """Forget every cached prompt prefix: the next request with a breakpoint writes the cache again.
+
+        (:meth:`clear` forgets only the recorded requests and keeps the prompt cache.)
+        """
         with self._lock:
             self._cache.clear()
 
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self.requests:
-                raise AssertionError("FakeAnthropic received no requests")
-            return self.requests[-1]
-
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _serve(self, sock: socket.socket) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
-
     # -- request handling ------------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        payload: Any | None = None
-        bad_json = False
-        if body:
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                bad_json = True
-        with self._lock:
-            self.requests.append(
-                RecordedRequest(
-                    method=request.method,
-                    path=request.path,
-                    query=dict(request.query),
-                    headers={k.lower(): v for k, v in request.headers.items()},
-                    body=body,
-                    json=payload,
-                )
-            )
-
-        path = request.path
+    async def _dispatch(self, request: web.Request, recorded: RecordedRequest, *, bad_json: bool) -> web.StreamResponse:
+        path, payload = recorded.path, recorded.json
         is_models = path == "/v1/models" or path.startswith("/v1/models/")
         if path not in ("/v1/messages", "/v1/messages/count_tokens") and not is_models:
             return _error(404, "Not Found")
@@ -938,7 +827,7 @@ class FakeAnthropic:
             return await self._stream(request, plan, model, fault, value)
         data = _dumps(plan.message(model, _new_id("msg_01")))
         if fault == "dropmidstream":
-            return await self._send_half_then_abort(request, data)
+            return await self._send_half_then_abort(request, data, _base_headers())
         return web.Response(status=200, body=data, content_type="application/json", headers=_base_headers())
 
     def _check_key(self, request: web.Request) -> web.Response | None:
@@ -952,21 +841,6 @@ class FakeAnthropic:
         if provided == self.api_key:
             return None
         return _error(401, "invalid x-api-key" if provided else "x-api-key header is required")
-
-    @staticmethod
-    def _abort(request: web.Request) -> web.StreamResponse:
-        if request.transport is not None:
-            request.transport.abort()
-        raise asyncio.CancelledError  # nothing more to send; aiohttp drops the handler quietly
-
-    async def _send_half_then_abort(self, request: web.Request, data: bytes) -> web.StreamResponse:
-        resp = web.StreamResponse(status=200, headers=_base_headers())
-        resp.content_type = "application/json"
-        resp.content_length = len(data)
-        await resp.prepare(request)
-        await resp.write(data[: len(data) // 2])
-        await asyncio.sleep(0.05)  # let the bytes leave before the connection is torn down
-        return self._abort(request)
 
     # -- models ----------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """A fake AWS Bedrock Runtime upstream speaking the real wire format (SigV4, rest-json, event streams) over loopback.
 
-``FakeBedrock`` runs an aiohttp.web server on 127.0.0.1 in a background thread with its own event loop, so
-synchronous pytest tests can point a gateway (or ``boto3.client("bedrock-runtime", endpoint_url=fake.url)``) at it.
+``FakeBedrock`` runs an aiohttp.web server on 127.0.0.1 in a background thread with its own event loop (see
+:class:`~tests.fakes.server.FakeServer`), so synchronous pytest tests can point a gateway (or
+``boto3.client("bedrock-runtime", endpoint_url=fake.url)``) at it.
 
 Routes (``modelId`` is percent-encoded in the path, e.g. ``us.anthropic.claude-3-7-sonnet-20250219-v1%3A0``):
 
@@ -38,14 +39,11 @@ import hashlib
 import hmac
 import json
 import re
-import socket
 import struct
-import threading
 import time
 import uuid
 import zlib
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
 
@@ -65,7 +63,7 @@ from .anthropic_upstream import (
     last_user_text,
     signature_for,
 )
-from .openai_upstream import RecordedRequest
+from .server import FakeServer, RecordedRequest
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -219,6 +217,7 @@ _SIGNATURE_MISMATCH = (
 )
 _BAD_TOKEN = "The security token included in the request is invalid."
 _MODEL_ERRORS = "The model returned the following errors: "
+_STARTED = web.RequestKey("started", float)  # time.monotonic() when the request arrived
 
 
 class BedrockValidationError(ValueError):
@@ -737,10 +736,10 @@ class _Auth:
     signature: str
 
 
-class FakeBedrock:
+class FakeBedrock(FakeServer):
     """Fake Bedrock Runtime upstream on 127.0.0.1 (see the module docstring for routes and faults).
 
-    Usage::
+    ``url`` is the endpoint URL (``endpoint_url`` for boto3). Usage::
 
         with FakeBedrock() as fake:
             client = boto3.client(
@@ -760,139 +759,39 @@ class FakeBedrock:
         api_key: str | None = None,
         padding: bool = True,
     ) -> None:
+        super().__init__()
         self.access_key = access_key
         self.secret_key = secret_key
         self.region = region
         self.session_token = session_token
         self.api_key = api_key
         self.padding = padding
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
         self._engine = FakeAnthropic(api_key=None)  # never started: used for its reply planner and prompt cache
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------------------
-
-    def start(self) -> FakeBedrock:
-        """Bind 127.0.0.1 on a free port and serve from a background thread; returns self."""
-        if self._thread is not None:
-            raise RuntimeError("FakeBedrock already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=self._run_loop, args=(loop,), name="fake-bedrock", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self._serve(sock), loop).result(timeout=10)
-        except BaseException:
-            self.stop()
-            sock.close()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (in-flight handlers get at most ~1 s) and join the thread; idempotent."""
-        loop, thread, runner = self._loop, self._thread, self._runner
-        if loop is None or thread is None:
-            return
-        if runner is not None:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakeBedrock:
-        return self if self._thread is not None else self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeBedrock not started")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """The endpoint URL (``endpoint_url`` for boto3), e.g. ``http://127.0.0.1:54321``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def clear(self) -> None:
-        """Forget the recorded requests (the prompt cache is kept; see :meth:`clear_cache`)."""
-        with self._lock:
-            self.requests.clear()
 
     def clear_cache(self) -> None:
-        """Forget every cached prompt prefix: the next request with a cache point writes the cache again."""
+        """Forget every cached prompt prefix: the next request with a cache point writes the cache again.
+
+        (:meth:`clear` forgets only the recorded requests and keeps the prompt cache.)
+        """
         self._engine.clear_cache()
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self.requests:
-                raise AssertionError("FakeBedrock received no requests")
-            return self.requests[-1]
-
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _serve(self, sock: socket.socket) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
 
     # -- request handling ------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        started = time.monotonic()
-        body = await request.read()
-        payload: Any | None = None
-        bad_json = False
-        if body:
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                bad_json = True
-        raw_path = request.raw_path.split("?", 1)[0]
-        with self._lock:
-            self.requests.append(
-                RecordedRequest(
-                    method=request.method,
-                    path=raw_path,
-                    query=dict(request.query),
-                    headers={k.lower(): v for k, v in request.headers.items()},
-                    body=body,
-                    json=payload,
-                )
-            )
+        request[_STARTED] = time.monotonic()  # latencyMs counts from arrival, before the body is read
+        return await super()._handle(request)
 
+    @staticmethod
+    def _recorded_path(request: web.Request) -> str:
+        """The *raw* path, percent-encoding as sent (not aiohttp's decoded ``request.path``)."""
+        return request.raw_path.split("?", 1)[0]
+
+    async def _dispatch(self, request: web.Request, recorded: RecordedRequest, *, bad_json: bool) -> web.StreamResponse:
+        raw_path, payload = recorded.path, recorded.json
         route = _ROUTE.match(raw_path)
         if route is None or request.method != "POST":
             return _error(404, "UnknownOperationException", "Unknown operation: " + f"{request.method} {raw_path}")
-        denied = self._authenticate(request, body)
+        denied = self._authenticate(request, recorded.body)
         if denied is not None:
             return denied
         model_id = unquote(route["model"])
@@ -907,7 +806,7 @@ class FakeBedrock:
         if fault == "slow":
             await asyncio.sleep(value / 1000)
         elif fault == "drop":
-            return FakeAnthropic._abort(request)
+            return self._abort(request)
         elif fault == "streamerror" and not stream:
             return _status_fault(429, model_id)
 
@@ -928,7 +827,7 @@ class FakeBedrock:
         except BedrockValidationError as exc:
             return _invalid(str(exc))
         plan = self._engine._plan(anthropic_payload, model_id, messages, thinking_on)
-        latency = max(1, int((time.monotonic() - started) * 1000))
+        latency = max(1, int((time.monotonic() - request[_STARTED]) * 1000))
 
         if operation == "converse":
             reply = {
@@ -1006,13 +905,7 @@ class FakeBedrock:
         data = _dumps(reply)
         all_headers = {"x-amzn-RequestId": _request_id(), **headers}
         if fault == "dropmidstream":
-            resp = web.StreamResponse(status=200, headers=all_headers)
-            resp.content_type = "application/json"
-            resp.content_length = len(data)
-            await resp.prepare(request)
-            await resp.write(data[: len(data) // 2])
-            await asyncio.sleep(0.05)  # let the bytes leave before the connection is torn down
-            return FakeAnthropic._abort(request)
+            return await self._send_half_then_abort(request, data, all_headers)
         return web.Response(status=200, body=data, content_type="application/json", headers=all_headers)
 
     async def _stream(
@@ -1028,7 +921,7 @@ class FakeBedrock:
         for i, frame in enumerate(frames):
             if fault == "dropmidstream" and i == 2:
                 await asyncio.sleep(0.05)  # let the two frames leave before the connection is torn down
-                return FakeAnthropic._abort(request)
+                return self._abort(request)
             if fault == "slowstream" and i > 0:
                 await asyncio.sleep(value / 1000)
             await resp.write(frame)

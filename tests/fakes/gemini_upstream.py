@@ -1,7 +1,8 @@
 """A fake Google Gemini API (AI Studio, ``v1beta``) upstream speaking the real wire format over loopback HTTP.
 
-``FakeGemini`` runs an aiohttp.web server on 127.0.0.1 in a background thread with its own event loop, so
-synchronous pytest tests can point a gateway at ``fake.url`` (the base URL without ``/v1beta``).
+``FakeGemini`` runs an aiohttp.web server on 127.0.0.1 in a background thread with its own event loop (see
+:class:`~tests.fakes.server.FakeServer`), so synchronous pytest tests can point a gateway at ``fake.url`` (the base
+URL without ``/v1beta``).
 
 Routes (``v1`` is accepted as well as ``v1beta``; anything else is 404 ``NOT_FOUND``):
 
@@ -54,28 +55,24 @@ omitted, as proto3 JSON does. Streamed chunks carry cumulative ``usageMetadata``
 
 Errors use Google's shape ``{"error": {"code", "message", "status", "details"?}}``. Faults are selected by the model
 name in the path, see :data:`FAULTS`. Every request is recorded in ``FakeGemini.requests`` (a list of
-:class:`~tests.fakes.openai_upstream.RecordedRequest`; ``query`` holds the query parameters) before it is answered.
+:class:`~tests.fakes.server.RecordedRequest`; ``query`` holds the query parameters) before it is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import re
-import socket
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from .openai_upstream import RecordedRequest
+from .server import FakeServer, RecordedRequest
 
 __all__ = [
     "API_KEY_INVALID_MESSAGE",
@@ -954,10 +951,10 @@ def _status_fault(status: int, model: str, version: str, method: str) -> web.Res
 # -- the server ------------------------------------------------------------------------------------------
 
 
-class FakeGemini:
+class FakeGemini(FakeServer):
     """Fake Gemini API upstream on 127.0.0.1 (see the module docstring for routes, validation and faults).
 
-    Usage::
+    ``url`` is the base URL without ``/v1beta``. Usage::
 
         with FakeGemini() as fake:
             httpx.post(f"{fake.url}/v1beta/models/gemini-2.5-flash:generateContent",
@@ -967,129 +964,19 @@ class FakeGemini:
     """
 
     def __init__(self, api_key: str | None = DEFAULT_API_KEY) -> None:
+        super().__init__()
         self.api_key = api_key
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------------------
-
-    def start(self) -> FakeGemini:
-        """Bind 127.0.0.1 on a free port and serve from a background thread; returns self."""
-        if self._thread is not None:
-            raise RuntimeError("FakeGemini already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=self._run_loop, args=(loop,), name="fake-gemini", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self._serve(sock), loop).result(timeout=10)
-        except BaseException:
-            self.stop()
-            sock.close()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (in-flight handlers get at most ~1 s) and join the thread; idempotent."""
-        loop, thread, runner = self._loop, self._thread, self._runner
-        if loop is None or thread is None:
-            return
-        if runner is not None:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakeGemini:
-        return self if self._thread is not None else self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeGemini not started")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """Base URL without ``/v1beta``, e.g. ``http://127.0.0.1:54321``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def clear(self) -> None:
-        """Forget the recorded requests."""
-        with self._lock:
-            self.requests.clear()
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self.requests:
-                raise AssertionError("FakeGemini received no requests")
-            return self.requests[-1]
 
     def requests_with_key_in_url(self) -> list[RecordedRequest]:
         """The recorded requests that carried a ``key`` query parameter (an API key in the URL)."""
         with self._lock:
             return [r for r in self.requests if "key" in r.query]
 
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _serve(self, sock: socket.socket) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
-
     # -- request handling ------------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        payload: Any | None = None
-        bad_json = False
-        if body:
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                bad_json = True
-        with self._lock:
-            self.requests.append(
-                RecordedRequest(
-                    method=request.method,
-                    path=request.path,
-                    query=dict(request.query),
-                    headers={k.lower(): v for k, v in request.headers.items()},
-                    body=body,
-                    json=payload,
-                )
-            )
-
-        route = _ROUTE.match(request.path)
+    async def _dispatch(self, request: web.Request, recorded: RecordedRequest, *, bad_json: bool) -> web.StreamResponse:
+        payload = recorded.json
+        route = _ROUTE.match(recorded.path)
         if route is None or request.method != "POST":
             return _error(404, "Method not found.")
         provided = request.headers.get("x-goog-api-key")
@@ -1144,25 +1031,10 @@ class FakeGemini:
             return await self._stream(request, chunks, sse=request.query.get("alt") == "sse", fault=fault, value=value)
         data = _dumps(chunks[0], pretty=True)
         if fault == "dropmidstream":
-            return await self._send_half_then_abort(request, data)
+            return await self._send_half_then_abort(request, data, _base_headers())
         return web.Response(
             status=200, body=data, headers={**_base_headers(), "content-type": "application/json; charset=UTF-8"}
         )
-
-    @staticmethod
-    def _abort(request: web.Request) -> web.StreamResponse:
-        if request.transport is not None:
-            request.transport.abort()
-        raise asyncio.CancelledError  # nothing more to send; aiohttp drops the handler quietly
-
-    async def _send_half_then_abort(self, request: web.Request, data: bytes) -> web.StreamResponse:
-        resp = web.StreamResponse(status=200, headers=_base_headers())
-        resp.content_type = "application/json"
-        resp.content_length = len(data)
-        await resp.prepare(request)
-        await resp.write(data[: len(data) // 2])
-        await asyncio.sleep(0.05)  # let the bytes leave before the connection is torn down
-        return self._abort(request)
 
     async def _stream(
         self, request: web.Request, chunks: list[dict[str, Any]], *, sse: bool, fault: str, value: int

@@ -1,7 +1,8 @@
 """A fake OpenAI (and Azure OpenAI) upstream speaking the real wire format over loopback HTTP.
 
 ``FakeOpenAI`` runs an aiohttp.web server on 127.0.0.1 in a background thread with its own event
-loop, so synchronous pytest tests can point a gateway (or the official ``openai`` SDK) at ``fake.url``.
+loop (see :class:`~tests.fakes.server.FakeServer`), so synchronous pytest tests can point a gateway (or the
+official ``openai`` SDK) at ``fake.url``.
 
 Routes (each with or without the ``/v1`` prefix):
 
@@ -14,27 +15,27 @@ Routes (each with or without the ``/v1`` prefix):
   ``api-key`` header; the deployment name plays the role of the model.
 
 Faults are selected by the request's model (or Azure deployment) name, see :data:`FAULTS`.
-Every request is recorded in ``FakeOpenAI.requests`` before it is answered.
+Every request is recorded in ``FakeOpenAI.requests`` (a list of :class:`~tests.fakes.server.RecordedRequest`,
+also importable from here) before it is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import re
-import socket
 import struct
-import threading
 import time
 import uuid
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+from .server import FakeServer
+from .server import RecordedRequest as RecordedRequest  # re-exported: tests import it from here
 
 DEFAULT_API_KEY = "sk-upstream-secret"
 EMBEDDING_DIMENSIONS = 8
@@ -73,18 +74,6 @@ _NO_KEY_MESSAGE = (
     "you're accessing the API from your browser and are prompted for a username and password. You can "
     "obtain an API key from https://platform.openai.com/account/api-keys."
 )
-
-
-@dataclass
-class RecordedRequest:
-    """One HTTP request as received by the fake (recorded before it is answered)."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-    json: Any  # parsed body; None when empty or not JSON (typed Any so tests can index it directly)
 
 
 @dataclass
@@ -240,10 +229,10 @@ def _status_fault(status: int, model: str) -> web.Response:
     return _error(status, f"Injected fault: HTTP {status}.", type_)
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer):
     """Fake OpenAI / Azure OpenAI upstream on 127.0.0.1 (see the module docstring for routes and faults).
 
-    Usage::
+    ``url`` is the base URL without ``/v1``. Usage::
 
         with FakeOpenAI() as fake:
             client = openai.OpenAI(base_url=fake.url + "/v1", api_key="sk-upstream-secret")
@@ -252,124 +241,13 @@ class FakeOpenAI:
     """
 
     def __init__(self, *, api_key: str | None = DEFAULT_API_KEY) -> None:
+        super().__init__()
         self.api_key = api_key
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------------------
-
-    def start(self) -> FakeOpenAI:
-        """Bind 127.0.0.1 on a free port and serve from a background thread; returns self."""
-        if self._thread is not None:
-            raise RuntimeError("FakeOpenAI already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=self._run_loop, args=(loop,), name="fake-openai", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self._serve(sock), loop).result(timeout=10)
-        except BaseException:
-            self.stop()
-            sock.close()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (in-flight handlers get at most ~1 s) and join the thread; idempotent."""
-        loop, thread, runner = self._loop, self._thread, self._runner
-        if loop is None or thread is None:
-            return
-        if runner is not None:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self if self._thread is not None else self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeOpenAI not started")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """Base URL without ``/v1``, e.g. ``http://127.0.0.1:54321``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def clear(self) -> None:
-        """Forget the recorded requests."""
-        with self._lock:
-            self.requests.clear()
-
-    @property
-    def last_request(self) -> RecordedRequest:
-        with self._lock:
-            if not self.requests:
-                raise AssertionError("FakeOpenAI received no requests")
-            return self.requests[-1]
-
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async def _serve(self, sock: socket.socket) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
-        self._runner = runner
 
     # -- request handling ------------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        payload: Any | None = None
-        bad_json = False
-        if body:
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                bad_json = True
-        with self._lock:
-            self.requests.append(
-                RecordedRequest(
-                    method=request.method,
-                    path=request.path,
-                    query=dict(request.query),
-                    headers={k.lower(): v for k, v in request.headers.items()},
-                    body=body,
-                    json=payload,
-                )
-            )
-
-        path = request.path
+    async def _dispatch(self, request: web.Request, recorded: RecordedRequest, *, bad_json: bool) -> web.StreamResponse:
+        path, payload = recorded.path, recorded.json
         azure = _AZURE_PATH.match(path)
         if azure is not None:
             denied = self._check_key(request.headers.get("api-key"), azure=True)
@@ -383,7 +261,7 @@ class FakeOpenAI:
                 )
             if request.method != "POST":
                 return _error(405, f"Invalid method for URL ({request.method} {path})")
-            return await self._dispatch(request, azure["op"], payload, bad_json, azure["deployment"])
+            return await self._operation(request, azure["op"], payload, bad_json, azure["deployment"])
 
         route = path[3:] if path == "/v1" or path.startswith("/v1/") else path
         if route not in ("/chat/completions", "/embeddings", "/models") and not route.startswith("/models/"):
@@ -399,7 +277,7 @@ class FakeOpenAI:
             return self._models(route[len("/models/") :] if route.startswith("/models/") else None)
         if request.method != "POST":
             return _error(405, f"Invalid method for URL ({request.method} {path})")
-        return await self._dispatch(request, route[1:], payload, bad_json, None)
+        return await self._operation(request, route[1:], payload, bad_json, None)
 
     def _check_key(self, provided: str | None, *, azure: bool) -> web.Response | None:
         if self.api_key is None or provided == self.api_key:
@@ -420,7 +298,7 @@ class FakeOpenAI:
             code="invalid_api_key",
         )
 
-    async def _dispatch(
+    async def _operation(
         self, request: web.Request, op: str, payload: Any, bad_json: bool, deployment: str | None
     ) -> web.StreamResponse:
         if bad_json or not isinstance(payload, dict):
@@ -470,23 +348,8 @@ class FakeOpenAI:
             return result
         data = _dumps(result, pretty=True)
         if fault == "dropmidstream":
-            return await self._send_half_then_abort(request, data)
+            return await self._send_half_then_abort(request, data, _base_headers())
         return web.Response(status=200, body=data, content_type="application/json", headers=_base_headers())
-
-    @staticmethod
-    def _abort(request: web.Request) -> web.StreamResponse:
-        if request.transport is not None:
-            request.transport.abort()
-        raise asyncio.CancelledError  # nothing more to send; aiohttp drops the handler quietly
-
-    async def _send_half_then_abort(self, request: web.Request, data: bytes) -> web.StreamResponse:
-        resp = web.StreamResponse(status=200, headers=_base_headers())
-        resp.content_type = "application/json"
-        resp.content_length = len(data)
-        await resp.prepare(request)
-        await resp.write(data[: len(data) // 2])
-        await asyncio.sleep(0.05)  # let the bytes leave before the connection is torn down
-        return self._abort(request)
 
     # -- models ----------------------------------------------------------------------------------------
 
