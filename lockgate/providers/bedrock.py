@@ -29,7 +29,7 @@ from lockgate.deployment import Deployment
 from lockgate.dialects.anthropic import MESSAGES_FIELDS, fit_thinking
 from lockgate.dialects.cache_points import inject_cache_points
 from lockgate.dialects.converse import ConverseToMessagesStream, converse_to_message, messages_to_converse
-from lockgate.errors import BadRequest, UpstreamUnavailable
+from lockgate.errors import BadRequest, UpstreamUnavailable, upstream_error
 from lockgate.providers.base import Call, Provider
 from lockgate.secret import Secret
 from lockgate.upstream import UpstreamRequest, UpstreamResponse
@@ -301,6 +301,31 @@ class Bedrock(Provider):
         headers["Accept"] = "application/vnd.amazon.eventstream" if stream else "application/json"
         resp = await call.http.send(UpstreamRequest(url, headers, body), stream=stream, timeouts=call.timeouts)
         return _Translated(resp, mode, model_id)
+
+    async def count_tokens(self, call: Call) -> int | None:
+        """Bedrock's CountTokens, over the same body the chat call would send."""
+        mode, model_id = self.route(call.deployment)
+        body = self._body(call, mode)
+        if mode == "converse":
+            converse = orjson.loads(body)
+            fields = ("messages", "system", "toolConfig", "additionalModelRequestFields")
+            payload = {"input": {"converse": {k: converse[k] for k in fields if k in converse}}}
+        else:
+            payload = {"input": {"invokeModel": {"body": base64.b64encode(body).decode()}}}
+        data = orjson.dumps(payload)
+        url, region = self.url_for(call.deployment, "count-tokens", model_id)
+        headers = await self.sign(call.deployment, url, region, data)
+        resp = await call.http.send(UpstreamRequest(url, headers, data), stream=False, timeouts=call.timeouts)
+        answer = await resp.read()
+        if resp.status >= 400:
+            raise upstream_error(resp.status, answer, call.deployment.secrets())
+        try:
+            tokens = orjson.loads(answer).get("inputTokens")
+        except (orjson.JSONDecodeError, AttributeError):
+            tokens = None
+        if not isinstance(tokens, int):
+            raise UpstreamUnavailable("the upstream's token count is not a number")
+        return tokens
 
     async def embeddings(self, call: Call) -> UpstreamResponse:
         raise BadRequest("Bedrock embeddings are not supported yet.", param="model")

@@ -198,7 +198,9 @@ _INVOKE_FIELDS: frozenset[str] = frozenset(
         "cache_control",
     }
 )
-_ROUTE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream|invoke|invoke-with-response-stream)$")
+_ROUTE = re.compile(
+    r"^/model/(?P<model>[^/]+)/(?P<op>converse|converse-stream|invoke|invoke-with-response-stream|count-tokens)$"
+)
 _FAULT = re.compile(
     r"^fault-(?:(?P<kind>status|slow|slowstream)-(?P<value>\d+)"
     r"|(?P<bare>notready|drop|dropmidstream|streamerror|badcrc))$"
@@ -810,6 +812,8 @@ class FakeBedrock(FakeServer):
         elif fault == "streamerror" and not stream:
             return _status_fault(429, model_id)
 
+        if operation == "count-tokens":
+            return self._count_tokens(payload, model_id)
         if bad_json or not isinstance(payload, dict):
             if operation.startswith("invoke"):
                 return _invalid("Malformed input request, please reformat your input and try again.")
@@ -865,6 +869,21 @@ class FakeBedrock(FakeServer):
             for i, event in enumerate(events)
         ]
         return await self._stream(request, frames, fault, value, {"X-Amzn-Bedrock-Content-Type": "application/json"})
+
+    def _count_tokens(self, payload: Any, model_id: str) -> web.Response:
+        """CountTokens: ``{"input": {"converse": {...}} | {"invokeModel": {"body": base64}}}`` → ``inputTokens``."""
+        given = payload.get("input") if isinstance(payload, dict) else None
+        try:
+            if isinstance(given, dict) and isinstance(given.get("converse"), dict):
+                anthropic_payload = converse_to_messages(given["converse"], model_id)
+            elif isinstance(given, dict) and isinstance(given.get("invokeModel"), dict):
+                body = json.loads(base64.b64decode(given["invokeModel"].get("body", "")))
+                anthropic_payload = self._invoke_payload(body, model_id)
+            else:
+                return _invalid("input: exactly one of converse or invokeModel is required")
+        except (BedrockValidationError, ValueError) as exc:
+            return _invalid(str(exc))
+        return web.json_response({"inputTokens": count_input_tokens(anthropic_payload)})
 
     @staticmethod
     def _invoke_payload(payload: dict[str, Any], model_id: str) -> dict[str, Any]:

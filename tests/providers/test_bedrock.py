@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -207,3 +208,15 @@ def test_workshop_iam_role_config_uses_the_standard_credential_chain(fake_bedroc
         )  # type: ignore[arg-type]
         assert completion.choices[0].message.content == "echo: from the instance role"
     assert fake_bedrock.last_request.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=" + ACCESS_KEY)
+
+
+@pytest.mark.parametrize("model", ["converse", "invoke"])
+def test_count_tokens_asks_bedrock(gateway: GatewayProcess, fake_bedrock: FakeBedrock, model: str) -> None:
+    response = httpx.post(
+        gateway.url + "/v1/messages/count_tokens",
+        json={"model": model, "system": "be brief", "messages": user("count these words please")},
+        headers={"x-api-key": MASTER_KEY},
+    )
+    assert response.status_code == 200, response.text
+    assert "x-lockgate-estimate" not in response.headers and response.json()["input_tokens"] > 0
+    assert fake_bedrock.last_request.path.endswith("/count-tokens")
