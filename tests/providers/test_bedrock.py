@@ -220,3 +220,48 @@ def test_count_tokens_asks_bedrock(gateway: GatewayProcess, fake_bedrock: FakeBe
     assert response.status_code == 200, response.text
     assert "x-lockgate-estimate" not in response.headers and response.json()["input_tokens"] > 0
     assert fake_bedrock.last_request.path.endswith("/count-tokens")
+
+
+def test_assumed_role_credentials(tmp_path: Path) -> None:
+    """aws_role_name + aws_session_name: the gateway's own credentials (here from the environment) assume the
+    role through STS, and Bedrock is called with the temporary credentials and their session token."""
+    from datetime import timedelta
+
+    from tests.fakes.sts_upstream import FakeSTS
+
+    temporary = ("ASIAFAKETEMPORARY01", "temporary-secret-canary-77", "session-token-canary-88")
+    with (
+        FakeSTS(access_key=temporary[0], secret_key=temporary[1], session_token=temporary[2],
+                lifetime=timedelta(hours=1)) as sts,
+        FakeBedrock(access_key=temporary[0], secret_key=temporary[1], session_token=temporary[2],
+                    region="us-east-1") as bedrock,
+    ):  # fmt: skip
+        config = (
+            "model_list:\n  - model_name: assumed\n    litellm_params:\n"
+            f"      model: bedrock/converse/{CLAUDE}\n      aws_region_name: us-east-1\n"
+            "      aws_role_name: arn:aws:iam::123456789012:role/bedrock-caller\n"
+            "      aws_session_name: lockgate-test\n"
+            f"      aws_bedrock_runtime_endpoint: {bedrock.url}\n"
+        )
+        env = {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_ENDPOINT_URL_STS": sts.url,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        with GatewayProcess(config, env=env) as gw:
+            client = openai.OpenAI(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+            for text in ("first", "second"):
+                reply = client.chat.completions.create(model="assumed", messages=user(text))  # type: ignore[arg-type]
+                assert reply.choices[0].message.content == f"echo: {text}"
+            logs = gw.logs()
+        assert len(sts.requests) == 1  # assumed once, then reused until near expiry
+        form = sts.form()
+        assert form["RoleArn"] == "arn:aws:iam::123456789012:role/bedrock-caller"
+        assert form["RoleSessionName"] == "lockgate-test"
+        assert ACCESS_KEY in sts.requests[0].headers["authorization"]  # signed with the gateway's own keys
+        assert bedrock.last_request.headers["x-amz-security-token"] == temporary[2]
+        assert temporary[1] not in logs and temporary[2] not in logs
