@@ -34,6 +34,7 @@ __all__ = [
     "message_to_chat_response",
     "messages_to_chat",
     "messages_usage_to_chat",
+    "text_of",
 ]
 
 # Top-level fields of Anthropic's Messages request.
@@ -142,12 +143,23 @@ def chat_usage_to_messages(usage: dict[str, Any] | None) -> dict[str, Any]:
 # --- Anthropic request → OpenAI request ----------------------------------------------------------------
 
 
-def _text_of(content: Any) -> str:
+def text_of(content: Any) -> str:
+    """The text of a message's content: a string, or its text blocks / parts joined by newlines."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
     return ""
+
+
+def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic tool_use block → an OpenAI tool call (arguments as a JSON string)."""
+    arguments = orjson.dumps(block.get("input") or {}).decode()
+    return {
+        "id": block.get("id", ""),
+        "type": "function",
+        "function": {"name": block.get("name", ""), "arguments": arguments},
+    }
 
 
 def _image_to_part(block: dict[str, Any]) -> dict[str, Any] | None:
@@ -178,7 +190,7 @@ def _user_to_chat(content: Any) -> list[dict[str, Any]]:
         elif kind == "document" and (block.get("source") or {}).get("type") == "text":
             parts.append({"type": "text", "text": block["source"].get("data", "")})
         elif kind == "tool_result":
-            text = _text_of(block.get("content"))
+            text = text_of(block.get("content"))
             if block.get("is_error"):
                 text = f"Error: {text}"
             tools.append({"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text})
@@ -204,14 +216,7 @@ def _assistant_to_chat(content: Any) -> dict[str, Any]:
         if kind == "text":
             texts.append(block.get("text", ""))
         elif kind == "tool_use":
-            arguments = orjson.dumps(block.get("input") or {}).decode()
-            calls.append(
-                {
-                    "id": block.get("id", ""),
-                    "type": "function",
-                    "function": {"name": block.get("name", ""), "arguments": arguments},
-                }
-            )
+            calls.append(_tool_call(block))
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
     if calls:
         message["tool_calls"] = calls
@@ -226,7 +231,7 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
-        messages.append({"role": "system", "content": _text_of(system)})
+        messages.append({"role": "system", "content": text_of(system)})
     for message in body.get("messages") or []:
         if not isinstance(message, dict):
             raise BadRequest("messages: each message must be an object", param="messages")
@@ -237,7 +242,7 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
         elif role == "assistant":
             messages.append(_assistant_to_chat(content))
         elif role == "system":
-            messages.append({"role": "system", "content": _text_of(content)})
+            messages.append({"role": "system", "content": text_of(content)})
         else:
             raise BadRequest(f"messages: unknown role {str(role)[:40]!r}", param="messages")
     out: dict[str, Any] = {"model": body.get("model"), "messages": messages}
@@ -417,7 +422,7 @@ def chat_to_messages(
             result: dict[str, Any] = {
                 "type": "tool_result",
                 "tool_use_id": message.get("tool_call_id", ""),
-                "content": _text_of(message.get("content")),
+                "content": text_of(message.get("content")),
             }
             if isinstance(message.get("cache_control"), dict):
                 result["cache_control"] = message["cache_control"]
@@ -540,14 +545,7 @@ def message_to_chat_response(
         elif kind == "redacted_thinking":
             blocks.append(block)
         elif kind == "tool_use":
-            arguments = orjson.dumps(block.get("input") or {}).decode()
-            calls.append(
-                {
-                    "id": block.get("id", ""),
-                    "type": "function",
-                    "function": {"name": block.get("name", ""), "arguments": arguments},
-                }
-            )
+            calls.append(_tool_call(block))
     reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
     if calls:
         reply["tool_calls"] = calls

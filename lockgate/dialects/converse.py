@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from lockgate.dialects.anthropic import text_of
+
 __all__ = ["ConverseToMessagesStream", "converse_to_message", "messages_to_converse"]
 
 _CACHE_POINT = {"cachePoint": {"type": "default"}}
@@ -32,14 +34,6 @@ STOP_REASONS = {  # Converse stopReason → Anthropic stop_reason
     "content_filtered": "refusal",
     "model_context_window_exceeded": "model_context_window_exceeded",
 }
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
-    return ""
 
 
 def _block(block: dict[str, Any]) -> list[dict[str, Any]]:
@@ -110,7 +104,7 @@ def messages_to_converse(body: dict[str, Any], beta: str | None = None) -> dict[
             continue
         role = message.get("role")
         if role == "system":  # Claude Code's mid-conversation system messages: Converse has them only on top
-            system.append({"text": _text_of(message.get("content"))})
+            system.append({"text": text_of(message.get("content"))})
             continue
         content = _content(message.get("content"))
         if content and messages and messages[-1]["role"] == role:

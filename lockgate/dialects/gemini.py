@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from lockgate.dialects.anthropic import text_of
 from lockgate.dialects.thinking import ThinkingMemory
 from lockgate.errors import BadRequest
 
@@ -36,14 +37,6 @@ FINISH_REASONS = {
     "IMAGE_SAFETY": "content_filter",
 }
 _SIGNATURE_KEY = "gemini-fc:"  # ThinkingMemory key prefix: a tool-call id, not a thought's text (see pipeline)
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
 
 
 def _parts(content: Any) -> list[dict[str, Any]]:
@@ -83,7 +76,7 @@ def chat_to_gemini(body: dict[str, Any], memory: ThinkingMemory | None = None) -
             part = {
                 "functionResponse": {
                     "name": names.get(call_id, "tool"),
-                    "response": {"result": _text_of(message.get("content"))},
+                    "response": {"result": text_of(message.get("content"))},
                 }
             }
             if contents and contents[-1]["role"] == "user" and "functionResponse" in contents[-1]["parts"][-1]:

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import orjson
 
 from lockgate.deployment import Deployment
-from lockgate.dialects.anthropic import MESSAGES_FIELDS, fit_thinking
+from lockgate.dialects.anthropic import MESSAGES_FIELDS, fit_thinking, text_of
 from lockgate.dialects.cache_points import inject_cache_points
 from lockgate.dialects.converse import ConverseToMessagesStream, converse_to_message, messages_to_converse
 from lockgate.errors import BadRequest, UpstreamUnavailable, upstream_error
@@ -260,7 +260,7 @@ class Bedrock(Provider):
         system = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "system"]
         if system:  # Claude Code's mid-conversation system messages go to the top-level system prompt
             body["messages"] = [m for m in body["messages"] if m not in system]
-            extra = [{"type": "text", "text": _text(m.get("content"))} for m in system]
+            extra = [{"type": "text", "text": text_of(m.get("content"))} for m in system]
             current = body.get("system")
             base = [{"type": "text", "text": current}] if isinstance(current, str) else list(current or [])
             body["system"] = base + extra
@@ -329,11 +329,3 @@ class Bedrock(Provider):
 
     async def embeddings(self, call: Call) -> UpstreamResponse:
         raise BadRequest("Bedrock embeddings are not supported yet.", param="model")
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
-    return ""
