@@ -1,0 +1,125 @@
+"""The database schema as an append-only list of numbered migrations, and the code that applies them.
+
+Rules: never edit or reorder a migration that has shipped; add a new one at the end. Each migration holds
+the statements for both backends (identical text where the dialects allow; JSON is TEXT in SQLite and JSONB
+in PostgreSQL, timestamps ISO-8601 UTC TEXT in SQLite and TIMESTAMPTZ in PostgreSQL).
+
+``lockgate_schema`` holds one row per applied migration; the schema version is the highest. ``upgrade``
+applies the missing ones, each in its own transaction that also records it, and refuses (touching nothing)
+a database whose version is newer than :data:`LATEST_VERSION`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from lockgate.storage.base import SchemaTooNew
+
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "Dialect", "Migration", "SchemaConnection", "upgrade"]
+
+Dialect = Literal["sqlite", "postgres"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    sqlite: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+    def statements(self, dialect: Dialect) -> tuple[str, ...]:
+        return self.sqlite if dialect == "sqlite" else self.postgres
+
+
+class SchemaConnection(Protocol):
+    """What ``upgrade`` needs from a backend."""
+
+    dialect: Dialect
+
+    async def schema_version(self) -> int:
+        """The highest applied version; 0 for a database lockgate has never touched."""
+
+    async def apply(self, version: int, statements: Sequence[str]) -> bool:
+        """In one transaction, under the database's write lock: if ``version`` is not applied yet, run
+        ``statements`` and record it; return whether it ran (another process may have been first)."""
+
+
+# --- 1: virtual keys -----------------------------------------------------------------------------------
+
+_KEYS_INDEXES = (
+    "CREATE INDEX keys_by_created ON keys (created_at, token_hash)",
+    "CREATE INDEX keys_by_user ON keys (user_id, created_at, token_hash)",
+    "CREATE INDEX keys_by_team ON keys (team_id, created_at, token_hash)",
+)
+
+_V1_SQLITE = (
+    """CREATE TABLE lockgate_schema (
+    version INTEGER NOT NULL PRIMARY KEY,
+    applied_at TEXT NOT NULL
+)""",
+    """CREATE TABLE keys (
+    token_hash TEXT NOT NULL PRIMARY KEY,
+    key_name TEXT NOT NULL,
+    key_alias TEXT UNIQUE,
+    user_id TEXT,
+    team_id TEXT,
+    models TEXT NOT NULL DEFAULT '[]',
+    max_budget DOUBLE PRECISION,
+    budget_duration TEXT,
+    tpm_limit BIGINT,
+    rpm_limit BIGINT,
+    max_parallel_requests BIGINT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    blocked BOOLEAN NOT NULL DEFAULT FALSE,
+    expires TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    spend DOUBLE PRECISION NOT NULL DEFAULT 0
+)""",
+    *_KEYS_INDEXES,
+)
+
+_V1_POSTGRES = (
+    """CREATE TABLE lockgate_schema (
+    version INTEGER NOT NULL PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL
+)""",
+    """CREATE TABLE keys (
+    token_hash TEXT NOT NULL PRIMARY KEY,
+    key_name TEXT NOT NULL,
+    key_alias TEXT UNIQUE,
+    user_id TEXT,
+    team_id TEXT,
+    models JSONB NOT NULL DEFAULT '[]',
+    max_budget DOUBLE PRECISION,
+    budget_duration TEXT,
+    tpm_limit BIGINT,
+    rpm_limit BIGINT,
+    max_parallel_requests BIGINT,
+    metadata JSONB NOT NULL DEFAULT '{}',
+    blocked BOOLEAN NOT NULL DEFAULT FALSE,
+    expires TIMESTAMPTZ,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    spend DOUBLE PRECISION NOT NULL DEFAULT 0
+)""",
+    *_KEYS_INDEXES,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, _V1_SQLITE, _V1_POSTGRES),)
+LATEST_VERSION = len(MIGRATIONS)
+
+
+async def upgrade(conn: SchemaConnection) -> list[int]:
+    """Apply the migrations ``conn``'s database lacks; return the versions applied here."""
+    current = await conn.schema_version()
+    if current > LATEST_VERSION:
+        raise SchemaTooNew(
+            f"database schema version {current} is newer than this lockgate ({LATEST_VERSION}); upgrade lockgate"
+        )
+    applied = []
+    for migration in MIGRATIONS[current:]:
+        if await conn.apply(migration.version, migration.statements(conn.dialect)):
+            applied.append(migration.version)
+    return applied
