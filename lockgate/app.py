@@ -16,9 +16,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-from lockgate.api import anthropic, bedrock, health, openai
+from lockgate.api import anthropic, bedrock, health, keys, openai
 from lockgate.asgi import Receive, Request, Scope, Send
 from lockgate.auth import Authenticator
 from lockgate.config import Settings
@@ -34,6 +35,7 @@ from lockgate.errors import (
 )
 from lockgate.observe import RequestRecord, Sink
 from lockgate.routing.router import Router
+from lockgate.storage.base import Store, open_store
 from lockgate.upstream import HttpClient
 
 __all__ = ["Gateway", "Route"]
@@ -66,6 +68,13 @@ def _routes() -> dict[str, Route]:
     add(("/v1/messages/count_tokens",), Route({"POST": anthropic.count_tokens}, "key", "anthropic"))
     add(("/v1/models", "/models"), Route({"GET": openai.list_models}, "key"))
     add(("/v1/model/info", "/model/info"), Route({"GET": openai.model_info}, "key"))
+    add(("/key/generate",), Route({"POST": keys.generate}, "admin"))
+    add(("/key/info",), Route({"GET": keys.info}, "key"))
+    add(("/key/list",), Route({"GET": keys.list_keys}, "admin"))
+    add(("/key/update",), Route({"POST": keys.update}, "admin"))
+    add(("/key/delete",), Route({"POST": keys.delete}, "admin"))
+    add(("/key/block",), Route({"POST": keys.block}, "admin"))
+    add(("/key/unblock",), Route({"POST": keys.unblock}, "admin"))
     add(("/health/liveliness", "/health/liveness"), Route({"GET": health.liveliness}, "public"))
     add(("/health/readiness",), Route({"GET": health.readiness}, "public"))
     add(("/health",), Route({"GET": health.health}, "admin"))
@@ -78,7 +87,7 @@ class Gateway:
     def __init__(self, settings: Settings, *, sinks: tuple[Sink, ...] = ()) -> None:
         self.settings = settings
         self.router = Router(settings)
-        self.auth = Authenticator(settings.master_key)
+        self.auth = Authenticator(settings.master_key, cache_ttl=settings.key_cache_ttl)
         self.routes = _routes()
         self._bedrock = Route({"POST": bedrock.passthrough}, "key", "bedrock")
         self.body_limit = int(settings.max_request_size_mb * 1024 * 1024)
@@ -87,6 +96,7 @@ class Gateway:
         self.draining = False
         self.thinking = ThinkingMemory()
         self._http: HttpClient | None = None
+        self._store: Store | None = None
 
     @property
     def http(self) -> HttpClient:
@@ -94,9 +104,19 @@ class Gateway:
             raise RuntimeError("the gateway is not started (ASGI lifespan start-up has not run)")
         return self._http
 
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the gateway is not started (ASGI lifespan start-up has not run)")
+        return self._store
+
     async def startup(self) -> None:
         if self._http is None:
             self._http = HttpClient(pool_size=self.settings.upstream_pool_size)
+        if self._store is None:
+            url = self.settings.database_url.reveal() if self.settings.database_url else None
+            self._store = await open_store(url, sqlite_path=Path(self.settings.sqlite_path))
+            self.auth.attach(self._store)
         if self.settings.redis_url is not None and not self.thinking.shared:
             import redis.asyncio
 
@@ -111,6 +131,9 @@ class Gateway:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
 
     def emit(self, record: RequestRecord, req: Request) -> None:
         if not self.sinks:
@@ -156,7 +179,7 @@ class Gateway:
                 error.headers.append((b"allow", allowed))
                 raise error
             if route.permission != "public":
-                req.principal = self.auth.authenticate(req.headers)
+                req.principal = await self.auth.authenticate(req.headers)
                 if route.permission == "admin" and not req.principal.is_admin:
                     raise PermissionDenied("This route needs an admin key.")
             await handler(self, req)

@@ -1,32 +1,53 @@
-"""Who is calling: the key a request presents, checked against the master key.
+"""Who is calling: the key a request presents, checked against the master key or the virtual keys.
 
 A request presents its key in ``Authorization: Bearer``, ``x-api-key`` (Anthropic's header),
 ``x-litellm-api-key`` (Cline's) or ``api-key`` (Azure clients). :meth:`Authenticator.authenticate`
-returns a :class:`Principal` or raises :class:`AuthenticationFailed`; there is no default principal.
-Virtual keys (hashed, stored) arrive with the storage layer.
+returns a :class:`Principal` or raises; there is no default principal. Virtual keys are looked up by the
+hash of the presented token (the key itself is never stored) and cached in memory for
+``general_settings.user_api_key_cache_ttl`` seconds (default 30), so the steady state costs no database
+round trip; a blocked or deleted key stops working on this instance at once and on others within that
+time. Unknown tokens are cached briefly too, so a flood of bad keys does not reach the database.
+Without a master key the gateway is open (and serves only loopback unless told otherwise): virtual keys,
+like LiteLLM's, need a master key to be made.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from lockgate.errors import AuthenticationFailed
+from lockgate.errors import AuthenticationFailed, PermissionDenied
+from lockgate.keys import hash_key
 from lockgate.secret import Secret
+from lockgate.storage.base import KeyRecord, KeyStore
 
-__all__ = ["KEY_HEADERS", "Authenticator", "Principal"]
+__all__ = ["KEY_HEADERS", "Authenticator", "Principal", "presented_key"]
 
 KEY_HEADERS = ("authorization", "x-api-key", "x-litellm-api-key", "api-key")
+NEGATIVE_TTL = 5.0
+MAX_CACHED = 100_000
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     kind: str
-    """``master`` (the master key), or ``open`` (no master key configured: loopback-only gateway)."""
+    """``master`` (the master key), ``key`` (a virtual key), or ``open`` (no master key: loopback-only)."""
+    key: KeyRecord | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.kind in ("master", "open")
+
+    def check_model(self, model: str) -> None:
+        """Raise :class:`PermissionDenied` when this caller may not use ``model``."""
+        if self.key is None or not self.key.models:
+            return
+        if any(model == allowed or fnmatch.fnmatchcase(model, allowed) for allowed in self.key.models):
+            return
+        raise PermissionDenied(f"This key may not use the model '{model[:200]}'.", param="model")
 
 
 MASTER = Principal("master")
@@ -49,15 +70,25 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, master_key: Secret | None) -> None:
+    def __init__(self, master_key: Secret | None, store: KeyStore | None = None, *, cache_ttl: float = 30.0) -> None:
         self._master = master_key
+        self._store = store
+        self._ttl = cache_ttl
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
 
     @property
     def enforced(self) -> bool:
         return self._master is not None
 
-    def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        if self._master is None:
+    def attach(self, store: KeyStore) -> None:
+        self._store = store
+
+    def forget(self, token_hash: str) -> None:
+        """Drop a key from this instance's cache (after it changed)."""
+        self._cache.pop(token_hash, None)
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        if self._master is None:  # no master key: an open gateway (loopback only, unless told otherwise)
             return OPEN
         key = presented_key(headers)
         if key is None:
@@ -66,4 +97,24 @@ class Authenticator:
             )
         if self._master.matches(key):
             return MASTER
-        raise AuthenticationFailed("Invalid API key.")
+        record = await self._lookup(hash_key(key))
+        if record is None:
+            raise AuthenticationFailed("Invalid API key.")
+        if record.blocked:
+            raise AuthenticationFailed("This API key is blocked.")
+        if record.expires is not None and record.expires <= datetime.now(UTC):
+            raise AuthenticationFailed("This API key has expired.")
+        return Principal("key", record)
+
+    async def _lookup(self, token_hash: str) -> KeyRecord | None:
+        now = time.monotonic()
+        cached = self._cache.get(token_hash)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        if self._store is None:
+            return None
+        record = await self._store.get_key(token_hash)
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.clear()
+        self._cache[token_hash] = (now + (self._ttl if record is not None else NEGATIVE_TTL), record)
+        return record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -70,6 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
         _print_warnings(error)
         return 1
     _print_warnings(settings)
+    if args.demo:  # the demo's database goes where the user is, not into the installed package
+        settings = dataclasses.replace(settings, sqlite_path=str(Path.cwd() / "lockgate-demo.db"))
     options = ServeOptions(
         host=args.host,
         port=args.port,

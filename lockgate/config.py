@@ -68,7 +68,9 @@ _TOP_IGNORED = {
     "vector_store_registry", "prompts", "policies",
 }  # fmt: skip
 
-_GENERAL = {"master_key", "database_url", "store_prompts_in_spend_logs", "max_request_size_mb"}
+_GENERAL = {
+    "master_key", "database_url", "store_prompts_in_spend_logs", "max_request_size_mb", "user_api_key_cache_ttl",
+}  # fmt: skip
 _GENERAL_IGNORED = {
     "database_connection_pool_limit", "database_connection_timeout", "allow_requests_on_db_unavailable",
     "disable_prisma_schema_update", "store_model_in_db", "supported_db_objects", "disable_spend_logs",
@@ -77,7 +79,7 @@ _GENERAL_IGNORED = {
     "maximum_spend_logs_retention_interval", "use_redis_transaction_buffer", "use_spend_logs_partitioning",
     "disable_reset_budget", "spend_report_frequency", "max_parallel_requests", "global_max_parallel_requests",
     "max_response_size_mb", "background_health_checks", "health_check_interval", "health_check_details",
-    "alerting", "alert_types", "alert_to_webhook_url", "alerting_threshold", "user_api_key_cache_ttl",
+    "alerting", "alert_types", "alert_to_webhook_url", "alerting_threshold",
     "forward_client_headers_to_llm_api", "forward_openai_org_id", "pass_through_endpoints",
     "completion_model", "litellm_license", "public_routes", "user_header_name", "user_header_mappings",
     "reject_clientside_metadata_tags", "default_team_disabled", "ui_access_mode", "litellm_key_header_name",
@@ -136,7 +138,7 @@ _STRATEGIES = {
     "cost-based-routing", "provider-budget-routing", "lar1",
 }  # fmt: skip
 
-_LOCKGATE = {"max_request_size_mb", "shutdown_grace_seconds", "connect_timeout", "upstream_pool_size"}
+_LOCKGATE = {"max_request_size_mb", "shutdown_grace_seconds", "connect_timeout", "upstream_pool_size", "sqlite_path"}
 
 _MODEL_ENTRY = {"model_name", "litellm_params", "model_info"}
 _MODEL_INFO = {
@@ -199,6 +201,9 @@ class Settings:
     master_key: Secret | None = None
     database_url: Secret | None = None
     redis_url: Secret | None = None
+    sqlite_path: str = "lockgate.db"
+    """The default database (keys, users, spend) when no database_url is given; relative to the config file."""
+    key_cache_ttl: float = 30.0
     """Shared state across instances (thinking signatures now; limits and key invalidation later)."""
     store_prompts_in_spend_logs: bool = False
     drop_params: bool = False
@@ -562,7 +567,14 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
     fallbacks = _fallbacks(litellm.get("fallbacks"), "litellm_settings.fallbacks", names, check)
     fallbacks.update(_fallbacks(router.get("fallbacks"), "router_settings.fallbacks", names, check))
     redis_url = _redis_url(router, env, check)
+    sqlite = native.get("sqlite_path", "lockgate.db")
+    if not isinstance(sqlite, str) or not sqlite:
+        check.error("lockgate.sqlite_path", "must be a file path")
+        sqlite = "lockgate.db"
+    base = Path(source).parent if source and source != "<config>" else Path.cwd()
     settings = Settings(
+        sqlite_path=str(base / sqlite),
+        key_cache_ttl=num(general, "user_api_key_cache_ttl", "general_settings", 30.0),
         redis_url=redis_url,
         deployments=tuple(deployments),
         master_key=Secret(str(master)) if master else None,

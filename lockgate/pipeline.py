@@ -256,6 +256,8 @@ async def run(
     gw: Gateway, req: Request, body: dict[str, Any], raw: bytes, model: str, controls: Controls, ex: Exchange
 ) -> None:
     """Try the plan's targets in order until one answers; relay its answer in the client's dialect."""
+    if req.principal is not None:
+        req.principal.check_model(model)
     record = RequestRecord(
         req.request_id, req.path, 200, model_group=model, requested_model=model, stream=ex.stream,
         session_id=controls.session_id,

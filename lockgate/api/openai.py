@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lockgate.asgi import Request
-from lockgate.errors import BadRequest
+from lockgate.errors import BadRequest, PermissionDenied
 from lockgate.pipeline import Exchange, read_json, require_model, run, take_controls
 
 if TYPE_CHECKING:
@@ -49,9 +49,19 @@ async def list_models(gw: Gateway, req: Request) -> None:
     data = [
         {"id": name, "object": "model", "created": created, "owned_by": "lockgate"}
         for name in gw.router.names()
-        if wildcards or "*" not in name
+        if (wildcards or "*" not in name) and _may_use(req, name)
     ]
     await req.respond(200, orjson.dumps({"object": "list", "data": data}))
+
+
+def _may_use(req: Request, model: str) -> bool:
+    """Whether the caller's key may use a model group (each caller sees only what it may use)."""
+    try:
+        if req.principal is not None:
+            req.principal.check_model(model)
+    except PermissionDenied:
+        return False
+    return True
 
 
 _INFO_FIELDS = (
@@ -67,6 +77,8 @@ async def model_info(gw: Gateway, req: Request) -> None:
     data = []
     for target in gw.router.targets():
         d = target.deployment
+        if not _may_use(req, d.model_name):
+            continue
         info: dict[str, Any] = {name: d.model_info.get(name) for name in _INFO_FIELDS}
         info.update(
             id=d.id,
