@@ -150,14 +150,27 @@ def run_wrk(wrk: str, url: str, lua: Path, conns: int, duration: float) -> Wrk:
     return Wrk(rps, _ms(p50.group(1)) if p50 else float("nan"), _ms(p99.group(1)) if p99 else float("nan"), errors)
 
 
-def write_lua(path: Path, body: dict[str, Any]) -> None:
+def write_lua(path: Path, body: dict[str, Any], key: str = KEY) -> None:
     payload = json.dumps(body).replace("\\", "\\\\").replace('"', '\\"')
     path.write_text(
         'wrk.method = "POST"\n'
         f'wrk.body = "{payload}"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = "Bearer {KEY}"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
     )
+
+
+def virtual_key(port: int) -> str:
+    """A virtual key made through /key/generate, allowed the bench models."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/key/generate",
+        data=json.dumps({"models": ["bench", "bench-slow"], "key_alias": "bench"}).encode(),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # loopback
+        return str(json.loads(response.read())["key"])
 
 
 # --- asyncio clients (streams, open loop): run in a child process pinned to the load cores ------------
@@ -258,6 +271,7 @@ class Side:
     streams: dict[int, dict[str, float]] = field(default_factory=dict)
     open_loop: dict[str, float] = field(default_factory=dict)
     same_core: dict[str, float] = field(default_factory=dict)
+    virtual_key: dict[int, Wrk] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -356,6 +370,10 @@ def table(direct: Side, gateway: Side, rss: float, cold: float, args: argparse.N
     row("latency p50, 1 connection (ms)", direct.wrk[1].p50_ms, gateway.wrk[1].p50_ms, "added")
     row("latency p99, 1 connection (ms)", direct.wrk[1].p99_ms, gateway.wrk[1].p99_ms, "added")
     row("latency p50, 16 connections (ms)", direct.wrk[16].p50_ms, gateway.wrk[16].p50_ms, "added")
+    if gateway.virtual_key:
+        vk = gateway.virtual_key
+        row("virtual key: requests/s, 16 connections", direct.wrk[16].rps, vk[16].rps, "ratio")
+        row("virtual key: latency p50, 1 connection (ms)", direct.wrk[1].p50_ms, vk[1].p50_ms, "added")
     d1, g1 = direct.same_core, gateway.same_core
     row("same core: latency p50, 1 connection (ms)", d1["p50_ms"], g1["p50_ms"], "added")
     row("same core: latency p99, 1 connection (ms)", d1["p99_ms"], g1["p99_ms"], "added")
@@ -405,6 +423,10 @@ def main() -> int:
         print("measuring lockgate...", file=sys.stderr)
         gw_url = f"http://127.0.0.1:{port}/v1/chat/completions"
         through = measure(gw_url, gw_url, lua, wrk, args, gateway.pid)
+        print("measuring lockgate with a virtual key...", file=sys.stderr)
+        key_lua = tmp / "chat-virtual-key.lua"
+        write_lua(key_lua, BODY, virtual_key(port))
+        through.virtual_key = {c: run_wrk(wrk, gw_url, key_lua, c, args.duration) for c in (1, 16)}
         rss = peak_rss_mb(gateway.pid)
         print(table(direct, through, rss, cold, args))
         if args.json:
