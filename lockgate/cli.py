@@ -1,18 +1,26 @@
-"""The ``lockgate`` command: ``serve``, ``check-config``, ``--version``."""
+"""The ``lockgate`` command: ``serve``, ``check-config``, ``db upgrade``, ``keys create|list|revoke``,
+``--version``. The admin commands work on the configured database directly (no running gateway needed);
+running gateways see a revoked key fail within ``user_api_key_cache_ttl``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 from lockgate import __version__
 from lockgate.config import ConfigError, Settings, load_settings
+from lockgate.errors import GatewayError
+from lockgate.keys import generate_key, hash_key, new_record, parse_duration
 from lockgate.server import ServeOptions, UnsafeBind, check_bind, serve
+from lockgate.storage.base import StorageError, Store, open_store
+from lockgate.storage.migrations import LATEST_VERSION
 
 __all__ = ["demo_config_path", "main"]
 
@@ -41,6 +49,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     check = commands.add_parser("check-config", help="validate a config and print every problem")
     check.add_argument("config", type=Path)
+    db = commands.add_parser("db", help="the database").add_subparsers(dest="db_command", metavar="ACTION")
+    upgrade = db.add_parser("upgrade", help="apply the schema migrations this version knows")
+    upgrade.add_argument("--config", type=Path, required=True)
+    keys = commands.add_parser("keys", help="virtual keys").add_subparsers(dest="keys_command", metavar="ACTION")
+    create = keys.add_parser("create", help="make a key and print it (once)")
+    create.add_argument("--config", type=Path, required=True)
+    create.add_argument("--alias")
+    create.add_argument("--models", help="comma-separated model names or wildcards (default: all)")
+    create.add_argument("--duration", help="lifetime such as 30d, 12h or 1mo (default: none)")
+    create.add_argument("--user-id")
+    create.add_argument("--team-id")
+    listing = keys.add_parser("list", help="list keys (never their values)")
+    listing.add_argument("--config", type=Path, required=True)
+    revoke = keys.add_parser("revoke", help="delete a key, named by its value or its hash")
+    revoke.add_argument("--config", type=Path, required=True)
+    revoke.add_argument("key")
     return parser
 
 
@@ -101,6 +125,71 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
 
+async def _with_store(path: Path, action: Callable[[Store], Awaitable[int]]) -> int:
+    settings = load_settings(path)
+    url = settings.database_url.reveal() if settings.database_url else None
+    store = await open_store(url, sqlite_path=Path(settings.sqlite_path))
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def _admin(args: argparse.Namespace) -> int:
+    """``db upgrade`` and ``keys ...``: one store, one action, errors as one line."""
+
+    async def upgrade(store: Store) -> int:
+        print(f"database schema is at version {LATEST_VERSION}")
+        return 0
+
+    async def create(store: Store) -> int:
+        fields: dict[str, object] = {"key_alias": args.alias, "user_id": args.user_id, "team_id": args.team_id}
+        if args.models:
+            fields["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        expires = parse_duration(args.duration, datetime.now(UTC)) if args.duration else None
+        token = generate_key()
+        await store.insert_key(new_record(token, fields, expires))
+        print(token)
+        print("(shown once; lockgate stores only its hash)", file=sys.stderr)
+        return 0
+
+    async def listing(store: Store) -> int:
+        for record in await store.list_keys(limit=1000):
+            models = ",".join(record.models) or "*"
+            state = "blocked" if record.blocked else "active"
+            expires = record.expires.isoformat() if record.expires else "-"
+            print(
+                f"{record.token_hash[:12]}  {record.key_name}  {record.key_alias or '-'}  {models}  {state}  {expires}"
+            )
+        return 0
+
+    async def revoke(store: Store) -> int:
+        value = args.key
+        token_hash = value if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else hash_key(value)
+        if await store.delete_keys([token_hash]) == 0:
+            print("lockgate: no such key", file=sys.stderr)
+            return 1
+        print("revoked")
+        return 0
+
+    actions = {("db", "upgrade"): upgrade, ("keys", "create"): create, ("keys", "list"): listing,
+               ("keys", "revoke"): revoke}  # fmt: skip
+    sub = args.db_command if args.command == "db" else args.keys_command
+    action = actions.get((args.command, sub))
+    if action is None:
+        _parser().parse_args([args.command, "--help"])
+        return 2
+    try:
+        return asyncio.run(_with_store(args.config, action))
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except (StorageError, GatewayError, ValueError) as error:
+        message = error.message if isinstance(error, GatewayError) else str(error)
+        print(f"lockgate: {message}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -108,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.config)
     if args.command == "serve":
         return _serve(args)
+    if args.command in ("db", "keys"):
+        return _admin(args)
     _parser().print_help()
     return 2
 

@@ -8,10 +8,19 @@ four characters.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
+import re
 import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-__all__ = ["KEY_PREFIX", "display_name", "generate_key", "hash_key"]
+from lockgate.errors import BadRequest
+from lockgate.storage.base import KeyRecord
+
+__all__ = ["KEY_PREFIX", "display_name", "generate_key", "hash_key", "new_record", "parse_duration"]
+
+_DURATION = re.compile(r"^(\d+)(s|m|h|d|w|mo)$")
 
 KEY_PREFIX = "sk-"
 
@@ -26,3 +35,40 @@ def hash_key(token: str) -> str:
 
 def display_name(token: str) -> str:
     return f"{token[:3]}...{token[-4:]}" if len(token) > 8 else "***"
+
+
+def new_record(token: str, fields: dict[str, Any], expires: datetime | None = None) -> KeyRecord:
+    """The stored form of a new key: its hash and display name, and the given (already checked) fields."""
+    now = datetime.now(UTC)
+    return KeyRecord(
+        token_hash=hash_key(token),
+        key_name=display_name(token),
+        key_alias=fields.get("key_alias"),
+        user_id=fields.get("user_id"),
+        team_id=fields.get("team_id"),
+        models=tuple(fields.get("models", ())),
+        max_budget=fields.get("max_budget"),
+        budget_duration=fields.get("budget_duration"),
+        tpm_limit=fields.get("tpm_limit"),
+        rpm_limit=fields.get("rpm_limit"),
+        max_parallel_requests=fields.get("max_parallel_requests"),
+        metadata=fields.get("metadata", {}),
+        blocked=fields.get("blocked", False),
+        expires=expires,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def parse_duration(text: str, start: datetime) -> datetime:
+    """``30s``, ``10m``, ``1h``, ``7d``, ``2w``, ``1mo`` (calendar months) after ``start``."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise BadRequest(f"duration '{text[:40]}' is not like 30s, 10m, 1h, 7d, 2w or 1mo.", param="duration")
+    count, unit = int(match.group(1)), match.group(2)
+    if unit == "mo":
+        month = start.month - 1 + count
+        year, month = start.year + month // 12, month % 12 + 1
+        return start.replace(year=year, month=month, day=min(start.day, calendar.monthrange(year, month)[1]))
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+    return start + timedelta(seconds=count * seconds)

@@ -318,7 +318,11 @@ def test_demo_without_a_master_key_on_all_interfaces_is_refused() -> None:
 def test_two_workers_serve_and_stop_together() -> None:
     with GatewayProcess(MINIMAL, args=("--workers", "2")) as gateway:
         assert gateway.proc is not None
+        deadline = time.monotonic() + 5
         workers = children_of(gateway.proc.pid)
+        while len(workers) < 2 and time.monotonic() < deadline:  # the second fork may trail the first answer
+            time.sleep(0.05)
+            workers = children_of(gateway.proc.pid)
         assert len(workers) == 2, workers
         body = {"model": "demo", "messages": [{"role": "user", "content": "hello workers"}]}
         for _ in range(12):  # a new connection each time, so the kernel spreads them over the workers
@@ -330,3 +334,50 @@ def test_two_workers_serve_and_stop_together() -> None:
         assert gateway.proc.wait(15) == 0
         assert not accepts(gateway.port)
         assert not [pid for pid in workers if alive(pid)]
+
+
+def test_admin_commands_manage_keys_for_a_running_gateway(tmp_path: Path) -> None:
+    """keys create / list / revoke and db upgrade work on the configured database, no gateway needed; a running
+    gateway accepts the key and stops accepting it within user_api_key_cache_ttl after revocation."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model_list:\n  - model_name: demo\n    litellm_params: {model: demo/echo}\n"
+        "general_settings:\n  user_api_key_cache_ttl: 0.5\n"
+    )
+    env = clean_env(LITELLM_MASTER_KEY="sk-cli-master-key-0123456789")
+    upgraded = lockgate("db", "upgrade", "--config", str(config), env=env)
+    assert upgraded.returncode == 0 and "schema is at version" in upgraded.stdout
+    created = lockgate("keys", "create", "--config", str(config), "--alias", "ci", "--models", "demo", env=env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("sk-") and "shown once" in created.stderr
+    listed = lockgate("keys", "list", "--config", str(config), env=env)
+    assert " ci " in listed.stdout and key not in listed.stdout and key[-4:] in listed.stdout
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lockgate.cli", "serve", "--config", str(config), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(url + "/health/liveliness", timeout=0.5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"Authorization": f"Bearer {key}"}
+        assert httpx.post(url + "/v1/chat/completions", json=body, headers=headers).status_code == 200
+        revoked = lockgate("keys", "revoke", "--config", str(config), key, env=env)
+        assert revoked.returncode == 0 and revoked.stdout.strip() == "revoked"
+        time.sleep(0.7)
+        assert httpx.post(url + "/v1/chat/completions", json=body, headers=headers).status_code == 401
+        again = lockgate("keys", "revoke", "--config", str(config), key, env=env)
+        assert again.returncode == 1 and "no such key" in again.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -10,9 +10,8 @@ key is named by itself or by its hash (``token``).
 
 from __future__ import annotations
 
-import calendar
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -20,14 +19,14 @@ import orjson
 
 from lockgate.asgi import Request
 from lockgate.errors import BadRequest, NotFound, PermissionDenied
-from lockgate.keys import display_name, generate_key, hash_key
+from lockgate.keys import generate_key, hash_key, new_record, parse_duration
 from lockgate.pipeline import read_json
 from lockgate.storage.base import Conflict, KeyRecord
 
 if TYPE_CHECKING:
     from lockgate.app import Gateway
 
-__all__ = ["block", "delete", "generate", "info", "list_keys", "parse_duration", "unblock", "update"]
+__all__ = ["block", "delete", "generate", "info", "list_keys", "unblock", "update"]
 
 _SETTABLE: dict[str, tuple[type, ...]] = {
     "key_alias": (str, type(None)),
@@ -52,21 +51,6 @@ _NOT_YET = frozenset(
         "prompts", "policies", "agent_id", "access_group_ids", "budget_limits", "router_settings",
     }
 )  # fmt: skip
-_DURATION = re.compile(r"^(\d+)(s|m|h|d|w|mo)$")
-
-
-def parse_duration(text: str, start: datetime) -> datetime:
-    """``30s``, ``10m``, ``1h``, ``7d``, ``2w``, ``1mo`` (calendar months) after ``start``."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise BadRequest(f"duration '{text[:40]}' is not like 30s, 10m, 1h, 7d, 2w or 1mo.", param="duration")
-    count, unit = int(match.group(1)), match.group(2)
-    if unit == "mo":
-        month = start.month - 1 + count
-        year, month = start.year + month // 12, month % 12 + 1
-        return start.replace(year=year, month=month, day=min(start.day, calendar.monthrange(year, month)[1]))
-    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
-    return start + timedelta(seconds=count * seconds)
 
 
 def _fields(body: dict[str, Any], extra: frozenset[str]) -> tuple[dict[str, Any], list[str]]:
@@ -140,27 +124,9 @@ async def generate(gw: Gateway, req: Request) -> None:
     if custom is not None and (not isinstance(custom, str) or len(custom) < 16):
         raise BadRequest("A chosen 'key' must be a string of at least 16 characters.", param="key")
     token = custom or generate_key()
-    now = datetime.now(UTC)
     duration = body.get("duration")
-    expires = parse_duration(duration, now) if isinstance(duration, str) and duration else None
-    record = KeyRecord(
-        token_hash=hash_key(token),
-        key_name=display_name(token),
-        key_alias=changes.get("key_alias"),
-        user_id=changes.get("user_id"),
-        team_id=changes.get("team_id"),
-        models=changes.get("models", ()),
-        max_budget=changes.get("max_budget"),
-        budget_duration=changes.get("budget_duration"),
-        tpm_limit=changes.get("tpm_limit"),
-        rpm_limit=changes.get("rpm_limit"),
-        max_parallel_requests=changes.get("max_parallel_requests"),
-        metadata=changes.get("metadata", {}),
-        blocked=changes.get("blocked", False),
-        expires=expires,
-        created_at=now,
-        updated_at=now,
-    )
+    expires = parse_duration(duration, datetime.now(UTC)) if isinstance(duration, str) and duration else None
+    record = new_record(token, changes, expires)
     try:
         await gw.store.insert_key(record)
     except Conflict as exc:
