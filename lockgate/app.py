@@ -33,6 +33,7 @@ from lockgate.errors import (
     PermissionDenied,
     describe,
 )
+from lockgate.invalidation import KeyInvalidation
 from lockgate.observe import RequestRecord, Sink
 from lockgate.routing.router import Router
 from lockgate.storage.base import Store, open_store
@@ -95,6 +96,7 @@ class Gateway:
         self.started_at = int(time.time())
         self.draining = False
         self.thinking = ThinkingMemory()
+        self.invalidation: KeyInvalidation | None = None
         self._http: HttpClient | None = None
         self._store: Store | None = None
 
@@ -120,20 +122,31 @@ class Gateway:
         if self.settings.redis_url is not None and not self.thinking.shared:
             import redis.asyncio
 
-            client = redis.asyncio.from_url(
-                self.settings.redis_url.reveal(), socket_timeout=0.25, socket_connect_timeout=0.5
-            )
+            url = self.settings.redis_url.reveal()
+            client = redis.asyncio.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.5)
             self.thinking = ThinkingMemory(redis=client)
+            # the subscriber blocks on its connection between messages: it gets one without a read timeout
+            listener = redis.asyncio.from_url(url, socket_connect_timeout=0.5)
+            self.invalidation = KeyInvalidation(listener, self.auth.forget)
+            self.invalidation.start()
 
     async def shutdown(self) -> None:
         self.draining = True
         await self.thinking.close()
+        if self.invalidation is not None:
+            await self.invalidation.close()
         if self._http is not None:
             await self._http.close()
             self._http = None
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+    async def key_changed(self, token_hash: str) -> None:
+        """Drop a changed key from this instance's cache, and tell the others."""
+        self.auth.forget(token_hash)
+        if self.invalidation is not None:
+            await self.invalidation.publish(token_hash)
 
     def emit(self, record: RequestRecord, req: Request) -> None:
         if not self.sinks:

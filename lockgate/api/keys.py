@@ -181,7 +181,7 @@ async def update(gw: Gateway, req: Request) -> None:
         raise BadRequest("Another key has this key_alias.", code="conflict") from exc
     if record is None:
         raise NotFound("No such key.", code="key_not_found")
-    gw.auth.forget(token_hash)
+    await gw.key_changed(token_hash)
     await req.respond(200, orjson.dumps(_public(record)), headers=_notice(ignored))
 
 
@@ -193,7 +193,7 @@ async def delete(gw: Gateway, req: Request) -> None:
     hashes = [_token_hash(k) for k in keys]
     deleted = await gw.store.delete_keys(hashes)
     for token_hash in hashes:
-        gw.auth.forget(token_hash)
+        await gw.key_changed(token_hash)
     if deleted == 0:
         raise NotFound("None of these keys exist.", code="key_not_found")
     await req.respond(200, orjson.dumps({"deleted_keys": keys, "deleted": deleted}))
@@ -205,7 +205,7 @@ async def _set_blocked(gw: Gateway, req: Request, blocked: bool) -> None:
     record = await gw.store.update_key(token_hash, blocked=blocked)
     if record is None:
         raise NotFound("No such key.", code="key_not_found")
-    gw.auth.forget(token_hash)
+    await gw.key_changed(token_hash)
     await req.respond(200, orjson.dumps(_public(record)))
 
 

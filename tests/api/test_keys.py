@@ -147,3 +147,24 @@ def test_postgres_keys_survive_restarts_and_revocation_reaches_other_instances(p
         while chat(b, key).status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert chat(b, key).status_code == 401  # within user_api_key_cache_ttl (1 s here) on the others
+
+
+def test_with_redis_a_revocation_reaches_every_instance_at_once(postgres_url: str) -> None:
+    """With Redis, instances tell each other a key changed: the 60 s cache lifetime is not the bound."""
+    import redis as redis_client
+
+    try:
+        redis_client.Redis.from_url("redis://127.0.0.1:6379/14", socket_connect_timeout=2).ping()
+    except redis_client.RedisError as exc:
+        pytest.fail(f"Redis at 127.0.0.1:6379 is not reachable ({exc})")
+    config = CONFIG.replace("user_api_key_cache_ttl: 1", "user_api_key_cache_ttl: 60")
+    config += f"  database_url: {postgres_url}\nrouter_settings:\n  redis_url: redis://127.0.0.1:6379/14\n"
+    with GatewayProcess(config) as a, GatewayProcess(config) as b:
+        key = admin(a, "/key/generate", {}).json()["key"]
+        assert chat(b, key).status_code == 200  # now cached on B for 60 s
+        admin(a, "/key/block", {"key": key})
+        deadline = time.monotonic() + 3
+        while chat(b, key).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert chat(b, key).status_code == 401
+        assert time.monotonic() < deadline  # well inside the cache lifetime
