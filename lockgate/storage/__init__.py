@@ -1,6 +1,6 @@
-"""Durable state (virtual keys, and later users, teams, spend) behind one narrow interface.
+"""Durable state (virtual keys; organizations, teams, members and users; later spend) behind one narrow interface.
 
-    base.py        KeyRecord, the KeyStore / Store protocols, the error tree
+    base.py        the records, the KeyStore / DirectoryStore / Store protocols, the error tree
     migrations.py  the schema as append-only numbered migrations; upgrade()
     sqlite.py      the default backend: one file, zero setup
     postgres.py    PostgreSQL through an asyncpg pool
@@ -11,6 +11,40 @@ ever adds); a database newer than this code raises :class:`SchemaTooNew` and is 
 
 from __future__ import annotations
 
-from lockgate.storage.base import Conflict, KeyRecord, KeyStore, SchemaTooNew, StorageError, Store, open_store
+from lockgate.storage.base import (
+    DEFAULT_USER_ROLE,
+    TEAM_ROLES,
+    USER_ROLES,
+    Conflict,
+    DirectoryStore,
+    KeyRecord,
+    KeyStore,
+    NotFoundError,
+    OrgRecord,
+    SchemaTooNew,
+    StorageError,
+    Store,
+    TeamMember,
+    TeamRecord,
+    UserRecord,
+    open_store,
+)
 
-__all__ = ["Conflict", "KeyRecord", "KeyStore", "SchemaTooNew", "StorageError", "Store", "open_store"]
+__all__ = [
+    "DEFAULT_USER_ROLE",
+    "TEAM_ROLES",
+    "USER_ROLES",
+    "Conflict",
+    "DirectoryStore",
+    "KeyRecord",
+    "KeyStore",
+    "NotFoundError",
+    "OrgRecord",
+    "SchemaTooNew",
+    "StorageError",
+    "Store",
+    "TeamMember",
+    "TeamRecord",
+    "UserRecord",
+    "open_store",
+]

@@ -1,10 +1,16 @@
 """The storage seam: the record types, the store interface every backend implements, its errors, and
 ``open_store``, which picks the backend from a URL.
 
+Records: :class:`KeyRecord` (virtual keys), and the directory of :class:`OrgRecord` > :class:`TeamRecord`
+(with :class:`TeamMember` rows) > :class:`UserRecord`.
+
 Error tree::
 
     StorageError            anything the database refused or could not do
-    ├── Conflict            a unique field (token_hash, key_alias) is taken; ``.field`` names it
+    ├── Conflict            a unique field (an id, key_alias, team_alias, organization_alias, user_email) is
+    │                       taken, or an organization that still has teams was to be deleted; ``.field`` names it
+    ├── NotFoundError       a reference names nothing: a team's organization_id, add_member's team_id or
+    │                       user_id; ``.field`` names it
     └── SchemaTooNew        the database was upgraded by a newer lockgate; nothing was touched
 
 Backends (``sqlite.py``, ``postgres.py``) prove themselves by passing ``tests/storage/test_store_contract.py``.
@@ -18,19 +24,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+import orjson
 
 __all__ = [
+    "DEFAULT_USER_ROLE",
     "IMMUTABLE_FIELDS",
     "KEY_FIELDS",
+    "TEAM_ROLES",
+    "USER_ROLES",
     "Conflict",
+    "DirectoryStore",
     "KeyRecord",
     "KeyStore",
+    "NotFoundError",
+    "OrgRecord",
     "SchemaTooNew",
     "StorageError",
     "Store",
+    "TeamMember",
+    "TeamRecord",
+    "UserRecord",
     "apply_changes",
+    "check_id",
+    "check_member",
+    "check_page",
     "check_record",
+    "json_text",
     "open_store",
     "utc_now",
 ]
@@ -41,10 +62,18 @@ class StorageError(Exception):
 
 
 class Conflict(StorageError):
-    """A unique field is already taken by another record."""
+    """A unique field is already taken by another record (or, for ``delete_orgs``, the organization is in use)."""
+
+    def __init__(self, field: str, message: str | None = None) -> None:
+        super().__init__(message or f"a record with this {field} already exists")
+        self.field = field
+
+
+class NotFoundError(StorageError):
+    """A reference names a record that does not exist (a team's organization_id, a member's team or user)."""
 
     def __init__(self, field: str) -> None:
-        super().__init__(f"a key with this {field} already exists")
+        super().__init__(f"no record has this {field}")
         self.field = field
 
 
@@ -78,6 +107,72 @@ class KeyRecord:
 KEY_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(KeyRecord))
 IMMUTABLE_FIELDS = frozenset({"token_hash", "created_at", "updated_at"})
 
+USER_ROLES = frozenset({"proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer"})
+DEFAULT_USER_ROLE = "internal_user"  # also the column's default; the API fills it in when a caller omits it
+TEAM_ROLES = frozenset({"admin", "user"})
+
+
+@dataclass(frozen=True, slots=True)
+class OrgRecord:
+    """An organization: the top of the directory; teams may belong to one."""
+
+    organization_id: str
+    organization_alias: str | None  # unique when set
+    models: tuple[str, ...]  # empty = all
+    max_budget: float | None
+    metadata: dict[str, Any]  # JSON
+    created_at: datetime  # UTC
+    updated_at: datetime  # UTC
+    spend: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TeamRecord:
+    """A team; its organization_id, when set, names an existing organization."""
+
+    team_id: str
+    team_alias: str | None  # unique when set
+    organization_id: str | None
+    models: tuple[str, ...]  # empty = all
+    max_budget: float | None
+    budget_duration: str | None
+    tpm_limit: int | None
+    rpm_limit: int | None
+    max_parallel_requests: int | None
+    metadata: dict[str, Any]  # JSON
+    blocked: bool
+    created_at: datetime  # UTC
+    updated_at: datetime  # UTC
+    spend: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TeamMember:
+    """One user's membership of one team; role is ``"admin"`` or ``"user"``."""
+
+    team_id: str
+    user_id: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """An internal user (a person or service that owns keys), not an end user of a request."""
+
+    user_id: str
+    user_alias: str | None
+    user_email: str | None  # unique when set
+    user_role: str  # one of USER_ROLES; DEFAULT_USER_ROLE unless told otherwise
+    models: tuple[str, ...]  # empty = all
+    max_budget: float | None
+    budget_duration: str | None
+    tpm_limit: int | None
+    rpm_limit: int | None
+    metadata: dict[str, Any]  # JSON
+    created_at: datetime  # UTC
+    updated_at: datetime  # UTC
+    spend: float = 0.0
+
 
 class KeyStore(Protocol):
     """Virtual keys, addressed by the hash of the key."""
@@ -100,7 +195,74 @@ class KeyStore(Protocol):
         """Keys matching the filters, ordered by created_at then token_hash."""
 
 
-class Store(KeyStore, Protocol):
+class DirectoryStore(Protocol):
+    """Organizations, teams (with their members) and users. Every list is ordered by created_at then id (members:
+    by when they were added, then user_id) and takes ``limit`` / ``offset``; every write is one transaction."""
+
+    async def insert_org(self, org: OrgRecord) -> None:
+        """Store a new organization; :class:`Conflict` if its organization_id or organization_alias exists."""
+
+    async def get_org(self, organization_id: str) -> OrgRecord | None:
+        """The organization with this id, or None."""
+
+    async def update_org(self, organization_id: str, /, **changes: Any) -> OrgRecord | None:
+        """Change some fields (``ValueError`` for unknown or immutable ones), set updated_at; None if missing."""
+
+    async def list_orgs(self, *, limit: int = 100, offset: int = 0) -> list[OrgRecord]:
+        """Organizations, ordered by created_at then organization_id."""
+
+    async def delete_orgs(self, organization_ids: Sequence[str]) -> int:
+        """Delete these organizations; how many existed. :class:`Conflict` (field ``organization_id``, nothing
+        deleted) if a team still belongs to one of them."""
+
+    async def insert_team(self, team: TeamRecord) -> None:
+        """Store a new team; :class:`Conflict` if its team_id or team_alias exists, :class:`NotFoundError`
+        (``organization_id``) if it names an organization that does not exist."""
+
+    async def get_team(self, team_id: str) -> TeamRecord | None:
+        """The team with this id, or None."""
+
+    async def update_team(self, team_id: str, /, **changes: Any) -> TeamRecord | None:
+        """Like ``update_org``; a new organization_id must exist (:class:`NotFoundError`)."""
+
+    async def list_teams(
+        self, *, organization_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[TeamRecord]:
+        """Teams (of this organization, if given), ordered by created_at then team_id."""
+
+    async def delete_teams(self, team_ids: Sequence[str]) -> int:
+        """Delete these teams and their memberships; how many teams existed. Keys keep their team_id."""
+
+    async def add_member(self, team_id: str, user_id: str, role: str) -> TeamMember:
+        """Make the user a member of the team with this role (changing the role if it already is one);
+        :class:`NotFoundError` naming ``team_id`` or ``user_id`` if either does not exist."""
+
+    async def remove_member(self, team_id: str, user_id: str) -> bool:
+        """End this membership; whether it existed."""
+
+    async def list_members(self, team_id: str, *, limit: int = 100, offset: int = 0) -> list[TeamMember]:
+        """The team's members, in the order they were added (then user_id)."""
+
+    async def teams_of(self, user_id: str) -> list[str]:
+        """The ids of the teams this user is a member of, ordered by the teams' created_at then team_id."""
+
+    async def insert_user(self, user: UserRecord) -> None:
+        """Store a new user; :class:`Conflict` if its user_id or user_email exists."""
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        """The user with this id, or None."""
+
+    async def update_user(self, user_id: str, /, **changes: Any) -> UserRecord | None:
+        """Like ``update_org``."""
+
+    async def list_users(self, *, team_id: str | None = None, limit: int = 100, offset: int = 0) -> list[UserRecord]:
+        """Users (members of this team, if given), ordered by created_at then user_id."""
+
+    async def delete_users(self, user_ids: Sequence[str]) -> int:
+        """Delete these users and their memberships; how many existed. Keys keep their user_id."""
+
+
+class Store(KeyStore, DirectoryStore, Protocol):
     """Everything lockgate keeps in its database."""
 
     async def close(self) -> None:
@@ -111,58 +273,152 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-_OPTIONAL_STR = ("key_alias", "user_id", "team_id", "budget_duration")
-_OPTIONAL_INT = ("tpm_limit", "rpm_limit", "max_parallel_requests")
+# How each record's fields are checked: "id" a non-empty string, "str?" a string or None, "int?" an integer or
+# None, "num?" a number or None, "num" a number, "models" a tuple of strings, "json" a dict, "bool" a bool,
+# "time" an aware datetime, "time?" the same or None, "user_role" one of USER_ROLES.
+_FIELD_KINDS: dict[type, dict[str, str]] = {
+    KeyRecord: {
+        "token_hash": "id", "key_name": "id", "key_alias": "str?", "user_id": "str?", "team_id": "str?",
+        "budget_duration": "str?", "tpm_limit": "int?", "rpm_limit": "int?", "max_parallel_requests": "int?",
+        "max_budget": "num?", "spend": "num", "models": "models", "metadata": "json", "blocked": "bool",
+        "expires": "time?", "created_at": "time", "updated_at": "time",
+    },
+    OrgRecord: {
+        "organization_id": "id", "organization_alias": "str?", "max_budget": "num?", "spend": "num",
+        "models": "models", "metadata": "json", "created_at": "time", "updated_at": "time",
+    },
+    TeamRecord: {
+        "team_id": "id", "team_alias": "str?", "organization_id": "str?", "budget_duration": "str?",
+        "tpm_limit": "int?", "rpm_limit": "int?", "max_parallel_requests": "int?", "max_budget": "num?",
+        "spend": "num", "models": "models", "metadata": "json", "blocked": "bool", "created_at": "time",
+        "updated_at": "time",
+    },
+    UserRecord: {
+        "user_id": "id", "user_alias": "str?", "user_email": "str?", "user_role": "user_role",
+        "budget_duration": "str?", "tpm_limit": "int?", "rpm_limit": "int?", "max_budget": "num?",
+        "spend": "num", "models": "models", "metadata": "json", "created_at": "time", "updated_at": "time",
+    },
+}  # fmt: skip
+# What update_* calls each record, and its id field (which, with the timestamps, cannot be changed).
+_RECORD_NAMES: dict[type, tuple[str, str]] = {
+    KeyRecord: ("key", "token_hash"),
+    OrgRecord: ("organization", "organization_id"),
+    TeamRecord: ("team", "team_id"),
+    UserRecord: ("user", "user_id"),
+}
+
+Record = TypeVar("Record", KeyRecord, OrgRecord, TeamRecord, UserRecord)
 
 
-def _check_time(name: str, value: object, *, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise ValueError(f"{name} must be a timezone-aware datetime")
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
 
 
-def check_record(key: KeyRecord) -> None:
-    """Refuse a record whose values are not of the declared types (``ValueError`` naming the field)."""
-    for name in ("token_hash", "key_name"):
-        if not isinstance(getattr(key, name), str) or not getattr(key, name):
-            raise ValueError(f"{name} must be a non-empty string")
-    for name in _OPTIONAL_STR:
-        if getattr(key, name) is not None and not isinstance(getattr(key, name), str):
-            raise ValueError(f"{name} must be a string or None")
-    for name in ("token_hash", "key_name", *_OPTIONAL_STR):
-        if "\x00" in (getattr(key, name) or ""):
-            raise ValueError(f"{name} must not contain NUL characters")
-    for name in _OPTIONAL_INT:
-        value = getattr(key, name)
+def _check_value(name: str, kind: str, value: object) -> None:
+    if kind == "id":
+        check_id(name, value)
+    elif kind == "str?":
+        if value is not None:
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string or None")
+            if "\x00" in value:
+                raise ValueError(f"{name} must not contain NUL characters")
+    elif kind == "int?":
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"{name} must be an integer or None")
-    if key.max_budget is not None and (isinstance(key.max_budget, bool) or not isinstance(key.max_budget, int | float)):
-        raise ValueError("max_budget must be a number or None")
-    if isinstance(key.spend, bool) or not isinstance(key.spend, int | float):
-        raise ValueError("spend must be a number")
-    if not isinstance(key.models, tuple) or not all(isinstance(m, str) for m in key.models):
-        raise ValueError("models must be a tuple of strings")
-    if not isinstance(key.metadata, dict):
-        raise ValueError("metadata must be a dict")
-    if not isinstance(key.blocked, bool):
-        raise ValueError("blocked must be a bool")
-    _check_time("expires", key.expires, optional=True)
-    _check_time("created_at", key.created_at, optional=False)
-    _check_time("updated_at", key.updated_at, optional=False)
+    elif kind == "num?":
+        if value is not None and not _is_number(value):
+            raise ValueError(f"{name} must be a number or None")
+    elif kind == "num":
+        if not _is_number(value):
+            raise ValueError(f"{name} must be a number")
+    elif kind == "models":
+        if not isinstance(value, tuple) or not all(isinstance(m, str) and "\x00" not in m for m in value):
+            raise ValueError(f"{name} must be a tuple of strings")
+    elif kind == "json":
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be a dict")
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be a bool")
+    elif kind in ("time", "time?"):
+        if value is None and kind == "time?":
+            return
+        if not isinstance(value, datetime) or value.utcoffset() is None:
+            raise ValueError(f"{name} must be a timezone-aware datetime")
+    elif kind == "user_role":
+        if value not in USER_ROLES:
+            raise ValueError(f"{name} must be one of {', '.join(sorted(USER_ROLES))}")
+    else:  # pragma: no cover - a typo in _FIELD_KINDS
+        raise AssertionError(kind)
 
 
-def apply_changes(key: KeyRecord, changes: dict[str, Any]) -> KeyRecord:
-    """``key`` with ``changes`` applied and updated_at moved forward; ``ValueError`` for a field it may not set."""
+def check_id(name: str, value: object) -> None:
+    """Refuse an id that is not a non-empty string without NUL characters (``ValueError`` naming it)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    if "\x00" in value:
+        raise ValueError(f"{name} must not contain NUL characters")
+
+
+def check_page(limit: int, offset: int) -> None:
+    """Refuse a negative (or non-integer) limit or offset."""
+    for name, value in (("limit", limit), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer")
+    if limit < 0 or offset < 0:
+        raise ValueError("limit and offset must not be negative")
+
+
+def check_record(record: KeyRecord | OrgRecord | TeamRecord | UserRecord) -> None:
+    """Refuse a record whose values are not of the declared types (``ValueError`` naming the field)."""
+    for name, kind in _FIELD_KINDS[type(record)].items():
+        _check_value(name, kind, getattr(record, name))
+
+
+def check_member(member: TeamMember) -> None:
+    """Refuse a membership with a bad id or a role other than ``admin`` / ``user``."""
+    check_id("team_id", member.team_id)
+    check_id("user_id", member.user_id)
+    if member.role not in TEAM_ROLES:
+        raise ValueError("role must be admin or user")
+
+
+def json_text(name: str, value: object) -> str:
+    """``value`` as JSON text; ``ValueError`` naming the field if it cannot be (or holds a NUL character, which
+    PostgreSQL's JSONB refuses)."""
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError as exc:
+        raise ValueError(f"{name} is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in text and _holds_nul(value):
+        raise ValueError(f"{name} must not contain NUL characters")
+    return text
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
+def apply_changes(record: Record, changes: dict[str, Any]) -> Record:
+    """``record`` with ``changes`` applied and updated_at moved forward; ``ValueError`` for a field it may not set."""
+    what, id_field = _RECORD_NAMES[type(record)]
+    fields = _FIELD_KINDS[type(record)]
     for name in changes:
-        if name in IMMUTABLE_FIELDS:
+        if name in (id_field, "created_at", "updated_at"):
             raise ValueError(f"{name} cannot be changed")
-        if name not in KEY_FIELDS:
-            raise ValueError(f"unknown key field: {name}")
+        if name not in fields:
+            raise ValueError(f"unknown {what} field: {name}")
     if isinstance(changes.get("models"), list):
         changes = {**changes, "models": tuple(changes["models"])}
-    updated_at = max(utc_now(), key.updated_at + timedelta(microseconds=1))
-    changed = dataclasses.replace(key, **changes, updated_at=updated_at)
+    updated_at = max(utc_now(), record.updated_at + timedelta(microseconds=1))
+    changed = dataclasses.replace(record, **changes, updated_at=updated_at)
     check_record(changed)
     return changed
 

@@ -107,7 +107,131 @@ _V1_POSTGRES = (
     *_KEYS_INDEXES,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, _V1_SQLITE, _V1_POSTGRES),)
+# --- 2: organizations, teams, team members, users ---------------------------------------------------------
+# Keys carry team_id / user_id without a foreign key: deleting a team or user leaves its keys to the API.
+# A team's organization_id must name an organization (deleting one that still has teams is refused);
+# memberships go with their team or user.
+
+
+_V2_INDEXES = (
+    "CREATE INDEX organizations_by_created ON organizations (created_at, organization_id)",
+    "CREATE INDEX teams_by_created ON teams (created_at, team_id)",
+    "CREATE INDEX teams_by_organization ON teams (organization_id, created_at, team_id)",
+    "CREATE INDEX users_by_created ON users (created_at, user_id)",
+    "CREATE INDEX team_members_by_team ON team_members (team_id, created_at, user_id)",
+    "CREATE INDEX team_members_by_user ON team_members (user_id, team_id)",
+)
+
+_V2_SQLITE = (
+    """CREATE TABLE organizations (
+    organization_id TEXT NOT NULL PRIMARY KEY,
+    organization_alias TEXT UNIQUE,
+    models TEXT NOT NULL DEFAULT '[]',
+    max_budget DOUBLE PRECISION,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    spend DOUBLE PRECISION NOT NULL DEFAULT 0
+)""",
+    """CREATE TABLE teams (
+    team_id TEXT NOT NULL PRIMARY KEY,
+    team_alias TEXT UNIQUE,
+    organization_id TEXT CONSTRAINT teams_organization_fk REFERENCES organizations (organization_id),
+    models TEXT NOT NULL DEFAULT '[]',
+    max_budget DOUBLE PRECISION,
+    budget_duration TEXT,
+    tpm_limit BIGINT,
+    rpm_limit BIGINT,
+    max_parallel_requests BIGINT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    blocked BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    spend DOUBLE PRECISION NOT NULL DEFAULT 0
+)""",
+    """CREATE TABLE users (
+    user_id TEXT NOT NULL PRIMARY KEY,
+    user_alias TEXT,
+    user_email TEXT UNIQUE,
+    user_role TEXT NOT NULL DEFAULT 'internal_user'
+        CHECK (user_role IN ('proxy_admin', 'proxy_admin_viewer', 'internal_user', 'internal_user_viewer')),
+    models TEXT NOT NULL DEFAULT '[]',
+    max_budget DOUBLE PRECISION,
+    budget_duration TEXT,
+    tpm_limit BIGINT,
+    rpm_limit BIGINT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    spend DOUBLE PRECISION NOT NULL DEFAULT 0
+)""",
+    """CREATE TABLE team_members (
+    team_id TEXT NOT NULL CONSTRAINT team_members_team_fk REFERENCES teams (team_id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL CONSTRAINT team_members_user_fk REFERENCES users (user_id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'user')),
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (team_id, user_id)
+)""",
+    *_V2_INDEXES,
+)
+
+_V2_POSTGRES = (
+    """CREATE TABLE organizations (
+    organization_id TEXT NOT NULL PRIMARY KEY,
+    organization_alias TEXT UNIQUE,
+    models JSONB NOT NULL DEFAULT '[]',
+    max_budget DOUBLE PRECISION,
+    metadata JSONB NOT NULL DEFAULT '{}',
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    spend DOUBLE PRECISION NOT NULL DEFAULT 0
+)""",
+    """CREATE TABLE teams (
+    team_id TEXT NOT NULL PRIMARY KEY,
+    team_alias TEXT UNIQUE,
+    organization_id TEXT CONSTRAINT teams_organization_fk REFERENCES organizations (organization_id),
+    models JSONB NOT NULL DEFAULT '[]',
+    max_budget DOUBLE PRECISION,
+    budget_duration TEXT,
+    tpm_limit BIGINT,
+    rpm_limit BIGINT,
+    max_parallel_requests BIGINT,
+    metadata JSONB NOT NULL DEFAULT '{}',
+    blocked BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    spend DOUBLE PRECISION NOT NULL DEFAULT 0
+)""",
+    """CREATE TABLE users (
+    user_id TEXT NOT NULL PRIMARY KEY,
+    user_alias TEXT,
+    user_email TEXT UNIQUE,
+    user_role TEXT NOT NULL DEFAULT 'internal_user'
+        CHECK (user_role IN ('proxy_admin', 'proxy_admin_viewer', 'internal_user', 'internal_user_viewer')),
+    models JSONB NOT NULL DEFAULT '[]',
+    max_budget DOUBLE PRECISION,
+    budget_duration TEXT,
+    tpm_limit BIGINT,
+    rpm_limit BIGINT,
+    metadata JSONB NOT NULL DEFAULT '{}',
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    spend DOUBLE PRECISION NOT NULL DEFAULT 0
+)""",
+    """CREATE TABLE team_members (
+    team_id TEXT NOT NULL CONSTRAINT team_members_team_fk REFERENCES teams (team_id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL CONSTRAINT team_members_user_fk REFERENCES users (user_id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'user')),
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (team_id, user_id)
+)""",
+    *_V2_INDEXES,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, _V1_SQLITE, _V1_POSTGRES),
+    Migration(2, _V2_SQLITE, _V2_POSTGRES),
+)
 LATEST_VERSION = len(MIGRATIONS)
 
 

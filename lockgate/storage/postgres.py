@@ -8,13 +8,29 @@ query parameters to the server as settings.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import orjson
 
-from lockgate.storage.base import Conflict, KeyRecord, StorageError, apply_changes, check_record
+from lockgate.storage.base import (
+    Conflict,
+    KeyRecord,
+    NotFoundError,
+    OrgRecord,
+    StorageError,
+    TeamMember,
+    TeamRecord,
+    UserRecord,
+    apply_changes,
+    check_id,
+    check_member,
+    check_page,
+    check_record,
+    json_text,
+)
 from lockgate.storage.migrations import Dialect, upgrade
 
 __all__ = ["PostgresStore"]
@@ -41,6 +57,84 @@ _LIST = """SELECT
     rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend
 FROM keys WHERE ($1::text IS NULL OR user_id = $1) AND ($2::text IS NULL OR team_id = $2)
 ORDER BY created_at, token_hash LIMIT $3 OFFSET $4"""
+_INSERT_ORG = """INSERT INTO organizations (
+    organization_id, organization_alias, models, max_budget, metadata, created_at, updated_at, spend
+) VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8)"""
+_SELECT_ORG = """SELECT
+    organization_id, organization_alias, models, max_budget, metadata, created_at, updated_at, spend
+FROM organizations WHERE organization_id = $1"""
+_SELECT_ORG_FOR_UPDATE = """SELECT
+    organization_id, organization_alias, models, max_budget, metadata, created_at, updated_at, spend
+FROM organizations WHERE organization_id = $1 FOR UPDATE"""
+_UPDATE_ORG = """UPDATE organizations SET organization_alias = $2, models = $3::jsonb, max_budget = $4,
+    metadata = $5::jsonb, created_at = $6, updated_at = $7, spend = $8
+    WHERE organization_id = $1"""
+_LIST_ORGS = """SELECT
+    organization_id, organization_alias, models, max_budget, metadata, created_at, updated_at, spend
+FROM organizations ORDER BY created_at, organization_id LIMIT $1 OFFSET $2"""
+_ORGS_HAVE_TEAMS = "SELECT EXISTS (SELECT 1 FROM teams WHERE organization_id = ANY($1::text[]))"
+_DELETE_ORGS = "DELETE FROM organizations WHERE organization_id = ANY($1::text[])"
+
+_INSERT_TEAM = """INSERT INTO teams (
+    team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
+) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)"""
+_SELECT_TEAM = """SELECT
+    team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
+FROM teams WHERE team_id = $1"""
+_SELECT_TEAM_FOR_UPDATE = """SELECT
+    team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
+FROM teams WHERE team_id = $1 FOR UPDATE"""
+_UPDATE_TEAM = """UPDATE teams SET team_alias = $2, organization_id = $3, models = $4::jsonb, max_budget = $5,
+    budget_duration = $6, tpm_limit = $7, rpm_limit = $8, max_parallel_requests = $9, metadata = $10::jsonb,
+    blocked = $11, created_at = $12, updated_at = $13, spend = $14
+    WHERE team_id = $1"""
+_LIST_TEAMS = """SELECT
+    team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
+FROM teams WHERE ($1::text IS NULL OR organization_id = $1)
+ORDER BY created_at, team_id LIMIT $2 OFFSET $3"""
+_DELETE_TEAMS_MEMBERS = "DELETE FROM team_members WHERE team_id = ANY($1::text[])"
+_DELETE_TEAMS = "DELETE FROM teams WHERE team_id = ANY($1::text[])"
+
+_INSERT_USER = """INSERT INTO users (
+    user_id, user_alias, user_email, user_role, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    metadata, created_at, updated_at, spend
+) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb, $11, $12, $13)"""
+_SELECT_USER = """SELECT
+    user_id, user_alias, user_email, user_role, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    metadata, created_at, updated_at, spend
+FROM users WHERE user_id = $1"""
+_SELECT_USER_FOR_UPDATE = """SELECT
+    user_id, user_alias, user_email, user_role, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    metadata, created_at, updated_at, spend
+FROM users WHERE user_id = $1 FOR UPDATE"""
+_UPDATE_USER = """UPDATE users SET user_alias = $2, user_email = $3, user_role = $4, models = $5::jsonb,
+    max_budget = $6, budget_duration = $7, tpm_limit = $8, rpm_limit = $9, metadata = $10::jsonb,
+    created_at = $11, updated_at = $12, spend = $13
+    WHERE user_id = $1"""
+_LIST_USERS = """SELECT
+    user_id, user_alias, user_email, user_role, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    metadata, created_at, updated_at, spend
+FROM users
+WHERE ($1::text IS NULL OR user_id IN (SELECT m.user_id FROM team_members AS m WHERE m.team_id = $1))
+ORDER BY created_at, user_id LIMIT $2 OFFSET $3"""
+_DELETE_USERS_MEMBERS = "DELETE FROM team_members WHERE user_id = ANY($1::text[])"
+_DELETE_USERS = "DELETE FROM users WHERE user_id = ANY($1::text[])"
+
+_ORG_EXISTS = "SELECT EXISTS (SELECT 1 FROM organizations WHERE organization_id = $1)"
+_TEAM_EXISTS = "SELECT EXISTS (SELECT 1 FROM teams WHERE team_id = $1)"
+_USER_EXISTS = "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1)"
+_UPSERT_MEMBER = """INSERT INTO team_members (team_id, user_id, role, created_at) VALUES ($1, $2, $3, now())
+ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role"""
+_DELETE_MEMBER = "DELETE FROM team_members WHERE team_id = $1 AND user_id = $2"
+_LIST_MEMBERS = """SELECT team_id, user_id, role FROM team_members WHERE team_id = $1
+ORDER BY created_at, user_id LIMIT $2 OFFSET $3"""
+_TEAMS_OF = """SELECT t.team_id FROM team_members AS m JOIN teams AS t ON t.team_id = m.team_id
+WHERE m.user_id = $1 ORDER BY t.created_at, t.team_id"""
+
 _MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(7452011)"  # an arbitrary constant: "lockgate migrations"
 _HAS_SCHEMA_TABLE = "SELECT to_regclass('lockgate_schema') IS NOT NULL"
 _SCHEMA_VERSION = "SELECT COALESCE(MAX(version), 0) FROM lockgate_schema"
@@ -68,6 +162,49 @@ def _from_row(row: Any) -> KeyRecord:
         rpm_limit=row[9], max_parallel_requests=row[10], metadata=orjson.loads(row[11]), blocked=row[12],
         expires=row[13], created_at=row[14], updated_at=row[15], spend=row[16],
     )  # fmt: skip
+
+
+_Directory = TypeVar("_Directory", OrgRecord, TeamRecord, UserRecord)
+_ID_FIELDS: dict[type, str] = {OrgRecord: "organization_id", TeamRecord: "team_id", UserRecord: "user_id"}
+_FOREIGN_KEYS = {
+    "teams_organization_fk": "organization_id",
+    "team_members_team_fk": "team_id",
+    "team_members_user_fk": "user_id",
+}
+
+
+def _directory_row(record: OrgRecord | TeamRecord | UserRecord) -> tuple[Any, ...]:
+    """The record's values in column order (the dataclass's field order), JSON as text."""
+    values: list[Any] = []
+    for field in dataclasses.fields(record):
+        value = getattr(record, field.name)
+        if field.name == "models":
+            value = json_text("models", list(value))
+        elif field.name == "metadata":
+            value = json_text("metadata", value)
+        elif field.name in ("max_budget", "spend") and value is not None:
+            value = float(value)
+        values.append(value)
+    return tuple(values)
+
+
+def _directory_record(cls: type[_Directory], row: Any) -> _Directory:
+    values: dict[str, Any] = {}
+    for field, value in zip(dataclasses.fields(cls), row, strict=True):
+        if field.name in ("models",):
+            value = tuple(orjson.loads(value))
+        elif field.name == "metadata":
+            value = orjson.loads(value)
+        values[field.name] = value
+    return cls(**values)
+
+
+def _directory_error(exc: Exception, unique: str, id_field: str) -> StorageError:
+    """The error for a refused directory write: a taken ``unique`` field or id, or a missing reference."""
+    constraint = getattr(exc, "constraint_name", None) or ""
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        return NotFoundError(_FOREIGN_KEYS.get(constraint, "organization_id"))
+    return Conflict(unique if unique in constraint else id_field)
 
 
 def _conflict(exc: Exception) -> Conflict:
@@ -161,3 +298,174 @@ class PostgresStore:
             raise ValueError("limit and offset must not be negative")
         rows = await self._pool.fetch(_LIST, user_id, team_id, limit, offset)
         return [_from_row(row) for row in rows]
+
+    async def _fetch_one(self, cls: type[_Directory], sql: str, record_id: str) -> _Directory | None:
+        check_id(_ID_FIELDS[cls], record_id)
+        row = await self._pool.fetchrow(sql, record_id)
+        return None if row is None else _directory_record(cls, row)
+
+    async def _update(
+        self, cls: type[_Directory], select: str, update: str, record_id: str, changes: dict[str, Any]
+    ) -> _Directory | None:
+        """Read (locking the row), change and write back one record in one transaction."""
+        check_id(_ID_FIELDS[cls], record_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(select, record_id)
+            if row is None:
+                return None
+            changed = apply_changes(_directory_record(cls, row), changes)
+            if (
+                isinstance(changed, TeamRecord)
+                and changed.organization_id is not None
+                and not await conn.fetchval(_ORG_EXISTS, changed.organization_id)
+            ):
+                raise NotFoundError("organization_id")
+            await conn.execute(update, *_directory_row(changed))
+        return changed
+
+    async def _delete(self, ids: Sequence[str], name: str, statements: Sequence[str]) -> int:
+        """Run each of ``statements`` over all ids in one transaction; how many rows the last one removed."""
+        if isinstance(ids, str):
+            raise ValueError(f"{name} must be a sequence of ids, not one string")
+        for record_id in ids:
+            check_id(name, record_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            for statement in statements:
+                status: str = await conn.execute(statement, list(ids))
+        return int(status.rsplit(" ", 1)[-1])
+
+    # --- organizations ---------------------------------------------------------------------------
+
+    async def insert_org(self, org: OrgRecord) -> None:
+        check_record(org)
+        row = _directory_row(org)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(_INSERT_ORG, *row)
+        except asyncpg.UniqueViolationError as exc:
+            raise _directory_error(exc, "organization_alias", "organization_id") from None
+
+    async def get_org(self, organization_id: str) -> OrgRecord | None:
+        return await self._fetch_one(OrgRecord, _SELECT_ORG, organization_id)
+
+    async def update_org(self, organization_id: str, /, **changes: Any) -> OrgRecord | None:
+        try:
+            return await self._update(OrgRecord, _SELECT_ORG_FOR_UPDATE, _UPDATE_ORG, organization_id, changes)
+        except asyncpg.UniqueViolationError as exc:
+            raise _directory_error(exc, "organization_alias", "organization_id") from None
+
+    async def list_orgs(self, *, limit: int = 100, offset: int = 0) -> list[OrgRecord]:
+        check_page(limit, offset)
+        return [_directory_record(OrgRecord, row) for row in await self._pool.fetch(_LIST_ORGS, limit, offset)]
+
+    async def delete_orgs(self, organization_ids: Sequence[str]) -> int:
+        if isinstance(organization_ids, str):
+            raise ValueError("organization_ids must be a sequence of ids, not one string")
+        for organization_id in organization_ids:
+            check_id("organization_ids", organization_id)
+        in_use = Conflict("organization_id", "an organization that still has teams cannot be removed")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if await conn.fetchval(_ORGS_HAVE_TEAMS, list(organization_ids)):
+                    raise in_use
+                status: str = await conn.execute(_DELETE_ORGS, list(organization_ids))
+        except asyncpg.ForeignKeyViolationError:
+            raise in_use from None
+        return int(status.rsplit(" ", 1)[-1])
+
+    # --- teams -----------------------------------------------------------------------------------
+
+    async def insert_team(self, team: TeamRecord) -> None:
+        check_record(team)
+        row = _directory_row(team)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if team.organization_id is not None and not await conn.fetchval(_ORG_EXISTS, team.organization_id):
+                    raise NotFoundError("organization_id")
+                await conn.execute(_INSERT_TEAM, *row)
+        except (asyncpg.UniqueViolationError, asyncpg.ForeignKeyViolationError) as exc:
+            raise _directory_error(exc, "team_alias", "team_id") from None
+
+    async def get_team(self, team_id: str) -> TeamRecord | None:
+        return await self._fetch_one(TeamRecord, _SELECT_TEAM, team_id)
+
+    async def update_team(self, team_id: str, /, **changes: Any) -> TeamRecord | None:
+        try:
+            return await self._update(TeamRecord, _SELECT_TEAM_FOR_UPDATE, _UPDATE_TEAM, team_id, changes)
+        except (asyncpg.UniqueViolationError, asyncpg.ForeignKeyViolationError) as exc:
+            raise _directory_error(exc, "team_alias", "team_id") from None
+
+    async def list_teams(
+        self, *, organization_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[TeamRecord]:
+        check_page(limit, offset)
+        if organization_id is not None:
+            check_id("organization_id", organization_id)
+        rows = await self._pool.fetch(_LIST_TEAMS, organization_id, limit, offset)
+        return [_directory_record(TeamRecord, row) for row in rows]
+
+    async def delete_teams(self, team_ids: Sequence[str]) -> int:
+        return await self._delete(team_ids, "team_ids", (_DELETE_TEAMS_MEMBERS, _DELETE_TEAMS))
+
+    # --- members ---------------------------------------------------------------------------------
+
+    async def add_member(self, team_id: str, user_id: str, role: str) -> TeamMember:
+        member = TeamMember(team_id=team_id, user_id=user_id, role=role)
+        check_member(member)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if not await conn.fetchval(_TEAM_EXISTS, team_id):
+                    raise NotFoundError("team_id")
+                if not await conn.fetchval(_USER_EXISTS, user_id):
+                    raise NotFoundError("user_id")
+                await conn.execute(_UPSERT_MEMBER, team_id, user_id, role)
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise _directory_error(exc, "", "") from None
+        return member
+
+    async def remove_member(self, team_id: str, user_id: str) -> bool:
+        check_id("team_id", team_id)
+        check_id("user_id", user_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            status: str = await conn.execute(_DELETE_MEMBER, team_id, user_id)
+        return status != "DELETE 0"
+
+    async def list_members(self, team_id: str, *, limit: int = 100, offset: int = 0) -> list[TeamMember]:
+        check_page(limit, offset)
+        check_id("team_id", team_id)
+        rows = await self._pool.fetch(_LIST_MEMBERS, team_id, limit, offset)
+        return [TeamMember(team_id=row[0], user_id=row[1], role=row[2]) for row in rows]
+
+    async def teams_of(self, user_id: str) -> list[str]:
+        check_id("user_id", user_id)
+        return [row[0] for row in await self._pool.fetch(_TEAMS_OF, user_id)]
+
+    # --- users -----------------------------------------------------------------------------------
+
+    async def insert_user(self, user: UserRecord) -> None:
+        check_record(user)
+        row = _directory_row(user)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(_INSERT_USER, *row)
+        except asyncpg.UniqueViolationError as exc:
+            raise _directory_error(exc, "user_email", "user_id") from None
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        return await self._fetch_one(UserRecord, _SELECT_USER, user_id)
+
+    async def update_user(self, user_id: str, /, **changes: Any) -> UserRecord | None:
+        try:
+            return await self._update(UserRecord, _SELECT_USER_FOR_UPDATE, _UPDATE_USER, user_id, changes)
+        except asyncpg.UniqueViolationError as exc:
+            raise _directory_error(exc, "user_email", "user_id") from None
+
+    async def list_users(self, *, team_id: str | None = None, limit: int = 100, offset: int = 0) -> list[UserRecord]:
+        check_page(limit, offset)
+        if team_id is not None:
+            check_id("team_id", team_id)
+        rows = await self._pool.fetch(_LIST_USERS, team_id, limit, offset)
+        return [_directory_record(UserRecord, row) for row in rows]
+
+    async def delete_users(self, user_ids: Sequence[str]) -> int:
+        return await self._delete(user_ids, "user_ids", (_DELETE_USERS_MEMBERS, _DELETE_USERS))

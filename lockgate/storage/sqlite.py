@@ -9,17 +9,34 @@ microseconds (fixed width, so text order is time order).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
 
-from lockgate.storage.base import Conflict, KeyRecord, StorageError, apply_changes, check_record
+from lockgate.storage.base import (
+    Conflict,
+    KeyRecord,
+    NotFoundError,
+    OrgRecord,
+    StorageError,
+    TeamMember,
+    TeamRecord,
+    UserRecord,
+    apply_changes,
+    check_id,
+    check_member,
+    check_page,
+    check_record,
+    json_text,
+    utc_now,
+)
 from lockgate.storage.migrations import Dialect, upgrade
 
 __all__ = ["SqliteStore"]
@@ -42,6 +59,73 @@ _LIST = """SELECT
     rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend
 FROM keys WHERE (:user_id IS NULL OR user_id = :user_id) AND (:team_id IS NULL OR team_id = :team_id)
 ORDER BY created_at, token_hash LIMIT :limit OFFSET :offset"""
+
+_INSERT_ORG = """INSERT INTO organizations (
+    organization_id, organization_alias, models, max_budget, metadata, created_at, updated_at, spend
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+_SELECT_ORG = """SELECT
+    organization_id, organization_alias, models, max_budget, metadata, created_at, updated_at, spend
+FROM organizations WHERE organization_id = ?"""
+_UPDATE_ORG = """UPDATE organizations SET organization_alias = ?, models = ?, max_budget = ?, metadata = ?,
+    created_at = ?, updated_at = ?, spend = ?
+    WHERE organization_id = ?"""
+_LIST_ORGS = """SELECT
+    organization_id, organization_alias, models, max_budget, metadata, created_at, updated_at, spend
+FROM organizations ORDER BY created_at, organization_id LIMIT :limit OFFSET :offset"""
+_ORG_HAS_TEAMS = "SELECT 1 FROM teams WHERE organization_id = ? LIMIT 1"
+_DELETE_ORG = "DELETE FROM organizations WHERE organization_id = ?"
+
+_INSERT_TEAM = """INSERT INTO teams (
+    team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_SELECT_TEAM = """SELECT
+    team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
+FROM teams WHERE team_id = ?"""
+_UPDATE_TEAM = """UPDATE teams SET team_alias = ?, organization_id = ?, models = ?, max_budget = ?,
+    budget_duration = ?, tpm_limit = ?, rpm_limit = ?, max_parallel_requests = ?, metadata = ?, blocked = ?,
+    created_at = ?, updated_at = ?, spend = ?
+    WHERE team_id = ?"""
+_LIST_TEAMS = """SELECT
+    team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
+FROM teams WHERE (:organization_id IS NULL OR organization_id = :organization_id)
+ORDER BY created_at, team_id LIMIT :limit OFFSET :offset"""
+_DELETE_TEAM_MEMBERS = "DELETE FROM team_members WHERE team_id = ?"
+_DELETE_TEAM = "DELETE FROM teams WHERE team_id = ?"
+
+_INSERT_USER = """INSERT INTO users (
+    user_id, user_alias, user_email, user_role, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    metadata, created_at, updated_at, spend
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_SELECT_USER = """SELECT
+    user_id, user_alias, user_email, user_role, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    metadata, created_at, updated_at, spend
+FROM users WHERE user_id = ?"""
+_UPDATE_USER = """UPDATE users SET user_alias = ?, user_email = ?, user_role = ?, models = ?, max_budget = ?,
+    budget_duration = ?, tpm_limit = ?, rpm_limit = ?, metadata = ?, created_at = ?, updated_at = ?, spend = ?
+    WHERE user_id = ?"""
+_LIST_USERS = """SELECT
+    user_id, user_alias, user_email, user_role, models, max_budget, budget_duration, tpm_limit, rpm_limit,
+    metadata, created_at, updated_at, spend
+FROM users
+WHERE (:team_id IS NULL OR user_id IN (SELECT m.user_id FROM team_members AS m WHERE m.team_id = :team_id))
+ORDER BY created_at, user_id LIMIT :limit OFFSET :offset"""
+_DELETE_USER_MEMBERS = "DELETE FROM team_members WHERE user_id = ?"
+_DELETE_USER = "DELETE FROM users WHERE user_id = ?"
+
+_ORG_EXISTS = "SELECT 1 FROM organizations WHERE organization_id = ?"
+_TEAM_EXISTS = "SELECT 1 FROM teams WHERE team_id = ?"
+_USER_EXISTS = "SELECT 1 FROM users WHERE user_id = ?"
+_UPSERT_MEMBER = """INSERT INTO team_members (team_id, user_id, role, created_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role"""
+_DELETE_MEMBER = "DELETE FROM team_members WHERE team_id = ? AND user_id = ?"
+_LIST_MEMBERS = """SELECT team_id, user_id, role FROM team_members WHERE team_id = :team_id
+ORDER BY created_at, user_id LIMIT :limit OFFSET :offset"""
+_TEAMS_OF = """SELECT t.team_id FROM team_members AS m JOIN teams AS t ON t.team_id = m.team_id
+WHERE m.user_id = ? ORDER BY t.created_at, t.team_id"""
+
 _HAS_SCHEMA_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lockgate_schema'"
 _SCHEMA_VERSION = "SELECT COALESCE(MAX(version), 0) FROM lockgate_schema"
 _RECORD_VERSION = "INSERT INTO lockgate_schema (version, applied_at) VALUES (?, ?)"
@@ -79,6 +163,49 @@ def _from_row(row: Sequence[Any]) -> KeyRecord:
         rpm_limit=row[9], max_parallel_requests=row[10], metadata=orjson.loads(row[11]), blocked=bool(row[12]),
         expires=_parse_time(row[13]), created_at=created_at, updated_at=updated_at, spend=row[16],
     )  # fmt: skip
+
+
+_Directory = TypeVar("_Directory", OrgRecord, TeamRecord, UserRecord)
+_ID_FIELDS: dict[type, str] = {OrgRecord: "organization_id", TeamRecord: "team_id", UserRecord: "user_id"}
+_TIME_FIELDS = frozenset({"created_at", "updated_at"})
+
+
+def _directory_row(record: OrgRecord | TeamRecord | UserRecord) -> tuple[Any, ...]:
+    """The record's values in column order (the dataclass's field order), JSON as text, times as ISO text."""
+    values: list[Any] = []
+    for field in dataclasses.fields(record):
+        value = getattr(record, field.name)
+        if field.name == "models":
+            value = json_text("models", list(value))
+        elif field.name == "metadata":
+            value = json_text("metadata", value)
+        elif field.name in _TIME_FIELDS:
+            value = _time(value)
+        values.append(value)
+    return tuple(values)
+
+
+def _directory_record(cls: type[_Directory], row: Sequence[Any]) -> _Directory:
+    values: dict[str, Any] = {}
+    for field, value in zip(dataclasses.fields(cls), row, strict=True):
+        if field.name == "models":
+            value = tuple(orjson.loads(value))
+        elif field.name == "metadata":
+            value = orjson.loads(value)
+        elif field.name in _TIME_FIELDS:
+            value = _parse_time(value)
+        elif field.name == "blocked":
+            value = bool(value)
+        values[field.name] = value
+    return cls(**values)
+
+
+def _directory_conflict(exc: sqlite3.IntegrityError, unique: str, id_field: str) -> StorageError:
+    """The error for a refused directory write: a taken ``unique`` field or id, or a missing organization."""
+    message = str(exc)
+    if "FOREIGN KEY" in message:
+        return NotFoundError("organization_id")
+    return Conflict(unique if unique in message else id_field)
 
 
 def _conflict(exc: sqlite3.IntegrityError) -> Conflict:
@@ -196,3 +323,178 @@ class SqliteStore:
             raise ValueError("limit and offset must not be negative")
         params = {"user_id": user_id, "team_id": team_id, "limit": limit, "offset": offset}
         return [_from_row(row) for row in await self._fetchall(_LIST, params)]
+
+    async def _exists(self, conn: aiosqlite.Connection, sql: str, value: str) -> bool:
+        async with conn.execute(sql, (value,)) as cursor:
+            return await cursor.fetchone() is not None
+
+    async def _fetch_one(self, cls: type[_Directory], sql: str, record_id: str) -> _Directory | None:
+        check_id(_ID_FIELDS[cls], record_id)
+        rows = await self._fetchall(sql, (record_id,))
+        return _directory_record(cls, rows[0]) if rows else None
+
+    async def _update(
+        self, cls: type[_Directory], select: str, update: str, record_id: str, changes: dict[str, Any]
+    ) -> _Directory | None:
+        """Read, change and write back one record in one transaction (the id is the first column and the last
+        parameter of ``update``)."""
+        check_id(_ID_FIELDS[cls], record_id)
+        async with self._transaction() as conn:
+            async with conn.execute(select, (record_id,)) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                return None
+            changed = apply_changes(_directory_record(cls, row), changes)
+            if (
+                isinstance(changed, TeamRecord)
+                and changed.organization_id is not None
+                and not await self._exists(conn, _ORG_EXISTS, changed.organization_id)
+            ):
+                raise NotFoundError("organization_id")
+            row_values: tuple[Any, ...] = _directory_row(changed)
+            await conn.execute(update, (*row_values[1:], row_values[0]))
+        return changed
+
+    async def _delete(self, ids: Sequence[str], name: str, statements: Sequence[str]) -> int:
+        """Run each of ``statements`` for every id in one transaction; how many rows the last one removed."""
+        if isinstance(ids, str):
+            raise ValueError(f"{name} must be a sequence of ids, not one string")
+        for record_id in ids:
+            check_id(name, record_id)
+        params = [(record_id,) for record_id in ids]
+        async with self._transaction() as conn:
+            for statement in statements[:-1]:
+                await conn.executemany(statement, params)
+            cursor = await conn.executemany(statements[-1], params)
+            return max(cursor.rowcount, 0)
+
+    # --- organizations ---------------------------------------------------------------------------
+
+    async def insert_org(self, org: OrgRecord) -> None:
+        check_record(org)
+        row = _directory_row(org)
+        try:
+            async with self._transaction() as conn:
+                await conn.execute(_INSERT_ORG, row)
+        except sqlite3.IntegrityError as exc:
+            raise _directory_conflict(exc, "organization_alias", "organization_id") from None
+
+    async def get_org(self, organization_id: str) -> OrgRecord | None:
+        return await self._fetch_one(OrgRecord, _SELECT_ORG, organization_id)
+
+    async def update_org(self, organization_id: str, /, **changes: Any) -> OrgRecord | None:
+        try:
+            return await self._update(OrgRecord, _SELECT_ORG, _UPDATE_ORG, organization_id, changes)
+        except sqlite3.IntegrityError as exc:
+            raise _directory_conflict(exc, "organization_alias", "organization_id") from None
+
+    async def list_orgs(self, *, limit: int = 100, offset: int = 0) -> list[OrgRecord]:
+        check_page(limit, offset)
+        rows = await self._fetchall(_LIST_ORGS, {"limit": limit, "offset": offset})
+        return [_directory_record(OrgRecord, row) for row in rows]
+
+    async def delete_orgs(self, organization_ids: Sequence[str]) -> int:
+        if isinstance(organization_ids, str):
+            raise ValueError("organization_ids must be a sequence of ids, not one string")
+        for organization_id in organization_ids:
+            check_id("organization_ids", organization_id)
+        async with self._transaction() as conn:
+            for organization_id in organization_ids:
+                if await self._exists(conn, _ORG_HAS_TEAMS, organization_id):
+                    raise Conflict("organization_id", "an organization that still has teams cannot be removed")
+            cursor = await conn.executemany(_DELETE_ORG, [(o,) for o in organization_ids])
+            return max(cursor.rowcount, 0)
+
+    # --- teams -----------------------------------------------------------------------------------
+
+    async def insert_team(self, team: TeamRecord) -> None:
+        check_record(team)
+        row = _directory_row(team)
+        try:
+            async with self._transaction() as conn:
+                if team.organization_id is not None and not await self._exists(conn, _ORG_EXISTS, team.organization_id):
+                    raise NotFoundError("organization_id")
+                await conn.execute(_INSERT_TEAM, row)
+        except sqlite3.IntegrityError as exc:
+            raise _directory_conflict(exc, "team_alias", "team_id") from None
+
+    async def get_team(self, team_id: str) -> TeamRecord | None:
+        return await self._fetch_one(TeamRecord, _SELECT_TEAM, team_id)
+
+    async def update_team(self, team_id: str, /, **changes: Any) -> TeamRecord | None:
+        try:
+            return await self._update(TeamRecord, _SELECT_TEAM, _UPDATE_TEAM, team_id, changes)
+        except sqlite3.IntegrityError as exc:
+            raise _directory_conflict(exc, "team_alias", "team_id") from None
+
+    async def list_teams(
+        self, *, organization_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[TeamRecord]:
+        check_page(limit, offset)
+        if organization_id is not None:
+            check_id("organization_id", organization_id)
+        params = {"organization_id": organization_id, "limit": limit, "offset": offset}
+        return [_directory_record(TeamRecord, row) for row in await self._fetchall(_LIST_TEAMS, params)]
+
+    async def delete_teams(self, team_ids: Sequence[str]) -> int:
+        return await self._delete(team_ids, "team_ids", (_DELETE_TEAM_MEMBERS, _DELETE_TEAM))
+
+    # --- members ---------------------------------------------------------------------------------
+
+    async def add_member(self, team_id: str, user_id: str, role: str) -> TeamMember:
+        member = TeamMember(team_id=team_id, user_id=user_id, role=role)
+        check_member(member)
+        async with self._transaction() as conn:
+            if not await self._exists(conn, _TEAM_EXISTS, team_id):
+                raise NotFoundError("team_id")
+            if not await self._exists(conn, _USER_EXISTS, user_id):
+                raise NotFoundError("user_id")
+            await conn.execute(_UPSERT_MEMBER, (team_id, user_id, role, _time(utc_now())))
+        return member
+
+    async def remove_member(self, team_id: str, user_id: str) -> bool:
+        check_id("team_id", team_id)
+        check_id("user_id", user_id)
+        async with self._transaction() as conn:
+            cursor = await conn.execute(_DELETE_MEMBER, (team_id, user_id))
+            return cursor.rowcount > 0
+
+    async def list_members(self, team_id: str, *, limit: int = 100, offset: int = 0) -> list[TeamMember]:
+        check_page(limit, offset)
+        check_id("team_id", team_id)
+        rows = await self._fetchall(_LIST_MEMBERS, {"team_id": team_id, "limit": limit, "offset": offset})
+        return [TeamMember(team_id=row[0], user_id=row[1], role=row[2]) for row in rows]
+
+    async def teams_of(self, user_id: str) -> list[str]:
+        check_id("user_id", user_id)
+        return [row[0] for row in await self._fetchall(_TEAMS_OF, (user_id,))]
+
+    # --- users -----------------------------------------------------------------------------------
+
+    async def insert_user(self, user: UserRecord) -> None:
+        check_record(user)
+        row = _directory_row(user)
+        try:
+            async with self._transaction() as conn:
+                await conn.execute(_INSERT_USER, row)
+        except sqlite3.IntegrityError as exc:
+            raise _directory_conflict(exc, "user_email", "user_id") from None
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        return await self._fetch_one(UserRecord, _SELECT_USER, user_id)
+
+    async def update_user(self, user_id: str, /, **changes: Any) -> UserRecord | None:
+        try:
+            return await self._update(UserRecord, _SELECT_USER, _UPDATE_USER, user_id, changes)
+        except sqlite3.IntegrityError as exc:
+            raise _directory_conflict(exc, "user_email", "user_id") from None
+
+    async def list_users(self, *, team_id: str | None = None, limit: int = 100, offset: int = 0) -> list[UserRecord]:
+        check_page(limit, offset)
+        if team_id is not None:
+            check_id("team_id", team_id)
+        params = {"team_id": team_id, "limit": limit, "offset": offset}
+        return [_directory_record(UserRecord, row) for row in await self._fetchall(_LIST_USERS, params)]
+
+    async def delete_users(self, user_ids: Sequence[str]) -> int:
+        return await self._delete(user_ids, "user_ids", (_DELETE_USER_MEMBERS, _DELETE_USER))
