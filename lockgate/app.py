@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lockgate.api import anthropic, bedrock, health, keys, openai
+from lockgate.api import anthropic, bedrock, directory, health, keys, openai
 from lockgate.asgi import Receive, Request, Scope, Send
 from lockgate.auth import Authenticator
 from lockgate.config import Settings
@@ -76,6 +76,17 @@ def _routes() -> dict[str, Route]:
     add(("/key/delete",), Route({"POST": keys.delete}, "admin"))
     add(("/key/block",), Route({"POST": keys.block}, "admin"))
     add(("/key/unblock",), Route({"POST": keys.unblock}, "admin"))
+    for path, method, handler in (
+        ("/user/new", "POST", directory.user_new), ("/user/info", "GET", directory.user_info),
+        ("/user/update", "POST", directory.user_update), ("/user/list", "GET", directory.user_list),
+        ("/user/delete", "POST", directory.user_delete), ("/team/new", "POST", directory.team_new),
+        ("/team/info", "GET", directory.team_info), ("/team/update", "POST", directory.team_update),
+        ("/team/list", "GET", directory.team_list), ("/team/delete", "POST", directory.team_delete),
+        ("/team/member_add", "POST", directory.member_add), ("/team/member_delete", "POST", directory.member_delete),
+        ("/organization/new", "POST", directory.org_new), ("/organization/info", "GET", directory.org_info),
+        ("/organization/list", "GET", directory.org_list),
+    ):  # fmt: skip
+        add((path,), Route({method: handler}, "admin"))
     add(("/health/liveliness", "/health/liveness"), Route({"GET": health.liveliness}, "public"))
     add(("/health/readiness",), Route({"GET": health.readiness}, "public"))
     add(("/health",), Route({"GET": health.health}, "admin"))
@@ -141,6 +152,10 @@ class Gateway:
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+    async def team_changed(self, team_id: str) -> None:
+        """A team's settings reach its keys: every instance drops its cached keys."""
+        await self.key_changed("*")
 
     async def key_changed(self, token_hash: str) -> None:
         """Drop a changed key from this instance's cache, and tell the others."""

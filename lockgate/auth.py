@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from lockgate.errors import AuthenticationFailed, PermissionDenied
 from lockgate.keys import hash_key
 from lockgate.secret import Secret
-from lockgate.storage.base import KeyRecord, KeyStore
+from lockgate.storage.base import KeyRecord, Store, TeamRecord
 
 __all__ = ["KEY_HEADERS", "Authenticator", "Principal", "presented_key"]
 
@@ -36,18 +36,20 @@ class Principal:
     kind: str
     """``master`` (the master key), ``key`` (a virtual key), or ``open`` (no master key: loopback-only)."""
     key: KeyRecord | None = None
+    team: TeamRecord | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.kind in ("master", "open")
 
     def check_model(self, model: str) -> None:
-        """Raise :class:`PermissionDenied` when this caller may not use ``model``."""
-        if self.key is None or not self.key.models:
-            return
-        if any(model == allowed or fnmatch.fnmatchcase(model, allowed) for allowed in self.key.models):
-            return
-        raise PermissionDenied(f"This key may not use the model '{model[:200]}'.", param="model")
+        """Raise :class:`PermissionDenied` unless both the key's and its team's model lists allow ``model``."""
+        for owner, allowed in (
+            ("key", self.key.models if self.key else ()),
+            ("team", self.team.models if self.team else ()),
+        ):
+            if allowed and not any(model == a or fnmatch.fnmatchcase(model, a) for a in allowed):
+                raise PermissionDenied(f"This {owner} may not use the model '{model[:200]}'.", param="model")
 
 
 MASTER = Principal("master")
@@ -70,22 +72,26 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, master_key: Secret | None, store: KeyStore | None = None, *, cache_ttl: float = 30.0) -> None:
+    def __init__(self, master_key: Secret | None, store: Store | None = None, *, cache_ttl: float = 30.0) -> None:
         self._master = master_key
         self._store = store
         self._ttl = cache_ttl
-        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._cache: dict[str, tuple[float, KeyRecord | None, TeamRecord | None]] = {}
 
     @property
     def enforced(self) -> bool:
         return self._master is not None
 
-    def attach(self, store: KeyStore) -> None:
+    def attach(self, store: Store) -> None:
         self._store = store
 
-    def forget(self, token_hash: str) -> None:
-        """Drop a key from this instance's cache (after it changed)."""
-        self._cache.pop(token_hash, None)
+    def forget(self, which: str) -> None:
+        """Drop a key (by hash) from this instance's cache after it changed; ``*`` drops every key (a team
+        changed)."""
+        if which == "*":
+            self._cache.clear()
+        else:
+            self._cache.pop(which, None)
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
         if self._master is None:  # no master key: an open gateway (loopback only, unless told otherwise)
@@ -97,24 +103,27 @@ class Authenticator:
             )
         if self._master.matches(key):
             return MASTER
-        record = await self._lookup(hash_key(key))
+        record, team = await self._lookup(hash_key(key))
         if record is None:
             raise AuthenticationFailed("Invalid API key.")
         if record.blocked:
             raise AuthenticationFailed("This API key is blocked.")
         if record.expires is not None and record.expires <= datetime.now(UTC):
             raise AuthenticationFailed("This API key has expired.")
-        return Principal("key", record)
+        if team is not None and team.blocked:
+            raise AuthenticationFailed("This API key's team is blocked.")
+        return Principal("key", record, team)
 
-    async def _lookup(self, token_hash: str) -> KeyRecord | None:
+    async def _lookup(self, token_hash: str) -> tuple[KeyRecord | None, TeamRecord | None]:
         now = time.monotonic()
         cached = self._cache.get(token_hash)
         if cached is not None and cached[0] > now:
-            return cached[1]
+            return cached[1], cached[2]
         if self._store is None:
-            return None
+            return None, None
         record = await self._store.get_key(token_hash)
+        team = await self._store.get_team(record.team_id) if record is not None and record.team_id else None
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
-        self._cache[token_hash] = (now + (self._ttl if record is not None else NEGATIVE_TTL), record)
-        return record
+        self._cache[token_hash] = (now + (self._ttl if record is not None else NEGATIVE_TTL), record, team)
+        return record, team

@@ -10,6 +10,7 @@ key is named by itself or by its hash (``token``).
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from lockgate.storage.base import Conflict, KeyRecord
 if TYPE_CHECKING:
     from lockgate.app import Gateway
 
-__all__ = ["block", "delete", "generate", "info", "list_keys", "unblock", "update"]
+__all__ = ["block", "delete", "fields_of", "generate", "info", "list_keys", "notice", "unblock", "update"]
 
 _SETTABLE: dict[str, tuple[type, ...]] = {
     "key_alias": (str, type(None)),
@@ -53,17 +54,20 @@ _NOT_YET = frozenset(
 )  # fmt: skip
 
 
-def _fields(body: dict[str, Any], extra: frozenset[str]) -> tuple[dict[str, Any], list[str]]:
-    """The settable fields of a request, checked; and the names of accepted-but-ignored ones."""
+def fields_of(
+    body: dict[str, Any], allowed: dict[str, tuple[type, ...]], not_yet: frozenset[str], extra: frozenset[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """The settable fields of a request, checked against ``allowed``; and the names of the accepted but not
+    yet implemented ones (``not_yet``). ``extra`` names fields the endpoint reads itself."""
     changes: dict[str, Any] = {}
     ignored: list[str] = []
     for name, value in body.items():
         if name in extra:
             continue
-        if name in _NOT_YET:
+        if name in not_yet:
             ignored.append(name)
             continue
-        kinds = _SETTABLE.get(name)
+        kinds = allowed.get(name)
         if kinds is None:
             raise BadRequest(f"Unknown field '{name[:60]}'.", param=name[:60])
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
@@ -79,6 +83,23 @@ def _fields(body: dict[str, Any], extra: frozenset[str]) -> tuple[dict[str, Any]
             raise BadRequest(f"'{name}' must not be negative.", param=name)
         changes[name] = tuple(value) if name == "models" else value
     return changes, ignored
+
+
+async def _check_team(gw: Gateway, changes: dict[str, Any]) -> None:
+    """A key's team must exist, and the key may not be given models its team does not allow."""
+    team_id = changes.get("team_id")
+    if not team_id:
+        return
+    team = await gw.store.get_team(team_id)
+    if team is None:
+        raise NotFound(f"No team '{str(team_id)[:100]}'.", param="team_id", code="team_not_found")
+    models = changes.get("models", ())
+    if team.models:
+        outside = [m for m in models if not any(fnmatch.fnmatchcase(m, allowed) for allowed in team.models)]
+        if outside:  # a key without its own list simply gets the team's
+            raise PermissionDenied(
+                f"The team does not allow {', '.join(outside[:5])}; a team key may use only the team's models."
+            )
 
 
 def _public(record: KeyRecord) -> dict[str, Any]:
@@ -104,7 +125,7 @@ def _public(record: KeyRecord) -> dict[str, Any]:
     }
 
 
-def _notice(ignored: list[str]) -> list[tuple[bytes, bytes]]:
+def notice(ignored: list[str]) -> list[tuple[bytes, bytes]]:
     if not ignored:
         return []
     return [(b"x-lockgate-notice", ("not implemented yet, ignored: " + ", ".join(sorted(ignored))).encode())]
@@ -119,7 +140,8 @@ def _token_hash(value: Any) -> str:
 
 async def generate(gw: Gateway, req: Request) -> None:
     body = read_json(await req.body(gw.body_limit))
-    changes, ignored = _fields(body, frozenset({"key", "duration"}))
+    changes, ignored = fields_of(body, _SETTABLE, _NOT_YET, frozenset({"key", "duration"}))
+    await _check_team(gw, changes)
     custom = body.get("key")
     if custom is not None and (not isinstance(custom, str) or len(custom) < 16):
         raise BadRequest("A chosen 'key' must be a string of at least 16 characters.", param="key")
@@ -131,7 +153,7 @@ async def generate(gw: Gateway, req: Request) -> None:
         await gw.store.insert_key(record)
     except Conflict as exc:
         raise BadRequest("A key with this value or key_alias already exists.", code="conflict") from exc
-    await req.respond(200, orjson.dumps({"key": token, **_public(record)}), headers=_notice(ignored))
+    await req.respond(200, orjson.dumps({"key": token, **_public(record)}), headers=notice(ignored))
 
 
 async def info(gw: Gateway, req: Request) -> None:
@@ -171,7 +193,8 @@ async def list_keys(gw: Gateway, req: Request) -> None:
 async def update(gw: Gateway, req: Request) -> None:
     body = read_json(await req.body(gw.body_limit))
     token_hash = _token_hash(body.get("key"))
-    changes, ignored = _fields(body, frozenset({"key", "duration"}))
+    changes, ignored = fields_of(body, _SETTABLE, _NOT_YET, frozenset({"key", "duration"}))
+    await _check_team(gw, changes)
     duration = body.get("duration")
     if isinstance(duration, str) and duration:
         changes["expires"] = parse_duration(duration, datetime.now(UTC))
@@ -182,7 +205,7 @@ async def update(gw: Gateway, req: Request) -> None:
     if record is None:
         raise NotFound("No such key.", code="key_not_found")
     await gw.key_changed(token_hash)
-    await req.respond(200, orjson.dumps(_public(record)), headers=_notice(ignored))
+    await req.respond(200, orjson.dumps(_public(record)), headers=notice(ignored))
 
 
 async def delete(gw: Gateway, req: Request) -> None:

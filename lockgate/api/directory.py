@@ -1,0 +1,345 @@
+"""LiteLLM's user, team and organisation API: ``/user/*``, ``/team/*``, ``/organization/*``.
+
+Organisations hold teams; teams hold members (users, with a role) and keys; a key may use only the models
+its own list and its team's list both allow. Admin routes (master key). Each endpoint takes an allowlist of
+fields; LiteLLM fields not implemented yet are accepted and named in ``x-lockgate-notice``, anything else
+is refused with 400. Ids are chosen by the caller or generated.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from lockgate.api.keys import fields_of, notice
+from lockgate.asgi import Request
+from lockgate.errors import BadRequest, NotFound
+from lockgate.keys import generate_key, new_record
+from lockgate.pipeline import read_json
+from lockgate.storage.base import Conflict, KeyRecord, NotFoundError, OrgRecord, TeamRecord, UserRecord, utc_now
+
+if TYPE_CHECKING:
+    from lockgate.app import Gateway
+
+__all__ = [
+    "member_add", "member_delete", "org_info", "org_list", "org_new", "team_delete", "team_info", "team_list",
+    "team_new", "team_update", "user_delete", "user_info", "user_list", "user_new", "user_update",
+]  # fmt: skip
+
+_LIMITS: dict[str, tuple[type, ...]] = {
+    "models": (list,),
+    "max_budget": (int, float, type(None)),
+    "budget_duration": (str, type(None)),
+    "tpm_limit": (int, type(None)),
+    "rpm_limit": (int, type(None)),
+    "max_parallel_requests": (int, type(None)),
+    "metadata": (dict,),
+}
+_USER = {**_LIMITS, "user_alias": (str, type(None)), "user_email": (str, type(None)), "user_role": (str,)}
+_USER.pop("max_parallel_requests")
+_TEAM = {**_LIMITS, "team_alias": (str, type(None)), "organization_id": (str, type(None)), "blocked": (bool,)}
+_ORG = {"organization_alias": (str, type(None)), "models": (list,), "max_budget": (int, float, type(None)),
+        "metadata": (dict,)}  # fmt: skip
+_USER_NOT_YET = frozenset({"send_invite_email", "auto_create_key", "sso_user_id", "organization_id", "soft_budget",
+                           "model_max_budget", "object_permission", "prompts", "teams", "key_alias"})  # fmt: skip
+_TEAM_NOT_YET = frozenset({"soft_budget", "model_aliases", "guardrails", "tags", "team_member_budget",
+                           "team_member_rpm_limit", "team_member_tpm_limit", "team_member_key_duration",
+                           "router_settings", "object_permission", "model_max_budget", "prompts",
+                           "default_team_member_models", "members_with_roles"})  # fmt: skip
+_ORG_NOT_YET = frozenset({"budget_id", "soft_budget", "tpm_limit", "rpm_limit", "model_max_budget",
+                          "object_permission", "tags"})  # fmt: skip
+_ROLES = frozenset({"admin", "user"})
+
+
+def _query(req: Request) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(req.scope.get("query_string", b"").decode("latin-1")).items()}
+
+
+def _page(query: dict[str, str]) -> tuple[int, int]:
+    try:
+        page, size = int(query.get("page", "1")), int(query.get("page_size", query.get("size", "100")))
+    except ValueError as exc:
+        raise BadRequest("'page' and 'page_size' must be numbers.") from exc
+    page, size = max(page, 1), min(max(size, 1), 1000)
+    return size, (page - 1) * size
+
+
+def _dump(record: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in record.__slots__:
+        value = getattr(record, name)
+        out[name] = (
+            list(value) if isinstance(value, tuple) else value.isoformat() if hasattr(value, "isoformat") else value
+        )
+    return out
+
+
+def _new_id(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if value is None:
+        return str(uuid.uuid4())
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise BadRequest(f"'{name}' must be a non-empty string.", param=name)
+    return value
+
+
+def _required(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"'{name}' is required.", param=name)
+    return value
+
+
+def _members(value: Any) -> list[tuple[str, str]]:
+    """``[{user_id, role}]`` (LiteLLM's members_with_roles / member_add shapes), checked."""
+    items = value if isinstance(value, list) else [value]
+    members = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("user_id"), str) or not item["user_id"]:
+            raise BadRequest("Each member needs a 'user_id'.", param="member")
+        role = item.get("role", "user")
+        if role not in _ROLES:
+            raise BadRequest("A member's role is 'admin' or 'user'.", param="role")
+        members.append((item["user_id"], role))
+    return members
+
+
+def _key_summaries(keys: list[KeyRecord]) -> list[dict[str, Any]]:
+    """Keys as an owner's info shows them: the hash and display name, never the key."""
+    return [{"token": k.token_hash, "key_name": k.key_name, "key_alias": k.key_alias} for k in keys]
+
+
+def _conflict(exc: Conflict) -> BadRequest:
+    return BadRequest(f"Another record has this {exc.field}.", code="conflict", param=exc.field)
+
+
+# --- users --------------------------------------------------------------------------------------------
+
+
+async def user_new(gw: Gateway, req: Request) -> None:
+    body = read_json(await req.body(gw.body_limit))
+    changes, ignored = fields_of(body, _USER, _USER_NOT_YET, frozenset({"user_id"}))
+    now = utc_now()
+    record = UserRecord(
+        user_id=_new_id(body, "user_id"),
+        user_alias=changes.get("user_alias"),
+        user_email=changes.get("user_email"),
+        user_role=changes.get("user_role", "internal_user"),
+        models=tuple(changes.get("models", ())),
+        max_budget=changes.get("max_budget"),
+        budget_duration=changes.get("budget_duration"),
+        tpm_limit=changes.get("tpm_limit"),
+        rpm_limit=changes.get("rpm_limit"),
+        metadata=changes.get("metadata", {}),
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        await gw.store.insert_user(record)
+    except Conflict as exc:
+        raise _conflict(exc) from exc
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    result = _dump(record)
+    if body.get("auto_create_key", True) is not False:  # LiteLLM makes the new user a key unless told not to
+        token = generate_key()
+        await gw.store.insert_key(new_record(token, {"user_id": record.user_id, "models": record.models}))
+        result["key"] = token
+    await req.respond(200, orjson.dumps(result), headers=notice([i for i in ignored if i != "auto_create_key"]))
+
+
+async def user_info(gw: Gateway, req: Request) -> None:
+    user_id = _required(_query(req).get("user_id"), "user_id")
+    record = await gw.store.get_user(user_id)
+    if record is None:
+        raise NotFound("No such user.", code="user_not_found")
+    keys = await gw.store.list_keys(user_id=user_id, limit=1000)
+    teams = await gw.store.teams_of(user_id)
+    body = {"user_id": user_id, "user_info": _dump(record), "teams": teams, "keys": _key_summaries(keys)}
+    await req.respond(200, orjson.dumps(body))
+
+
+async def user_update(gw: Gateway, req: Request) -> None:
+    body = read_json(await req.body(gw.body_limit))
+    user_id = _required(body.get("user_id"), "user_id")
+    changes, ignored = fields_of(body, _USER, _USER_NOT_YET, frozenset({"user_id"}))
+    try:
+        record = await gw.store.update_user(user_id, **changes)
+    except Conflict as exc:
+        raise _conflict(exc) from exc
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    if record is None:
+        raise NotFound("No such user.", code="user_not_found")
+    await req.respond(200, orjson.dumps(_dump(record)), headers=notice(ignored))
+
+
+async def user_list(gw: Gateway, req: Request) -> None:
+    query = _query(req)
+    limit, offset = _page(query)
+    users = await gw.store.list_users(team_id=query.get("team_id"), limit=limit, offset=offset)
+    await req.respond(200, orjson.dumps({"users": [_dump(u) for u in users], "total": len(users)}))
+
+
+async def user_delete(gw: Gateway, req: Request) -> None:
+    body = read_json(await req.body(gw.body_limit))
+    ids = body.get("user_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise BadRequest("'user_ids' must be a non-empty list.", param="user_ids")
+    deleted = await gw.store.delete_users(ids)
+    if deleted == 0:
+        raise NotFound("None of these users exist.", code="user_not_found")
+    await req.respond(200, orjson.dumps({"deleted_users": ids, "deleted": deleted}))
+
+
+# --- teams --------------------------------------------------------------------------------------------
+
+
+async def team_new(gw: Gateway, req: Request) -> None:
+    body = read_json(await req.body(gw.body_limit))
+    changes, ignored = fields_of(
+        body, _TEAM, _TEAM_NOT_YET - {"members_with_roles"}, frozenset({"team_id", "members_with_roles"})
+    )
+    members = _members(body["members_with_roles"]) if body.get("members_with_roles") else []
+    now = utc_now()
+    record = TeamRecord(
+        team_id=_new_id(body, "team_id"),
+        team_alias=changes.get("team_alias"),
+        organization_id=changes.get("organization_id"),
+        models=tuple(changes.get("models", ())),
+        max_budget=changes.get("max_budget"),
+        budget_duration=changes.get("budget_duration"),
+        tpm_limit=changes.get("tpm_limit"),
+        rpm_limit=changes.get("rpm_limit"),
+        max_parallel_requests=changes.get("max_parallel_requests"),
+        metadata=changes.get("metadata", {}),
+        blocked=changes.get("blocked", False),
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        await gw.store.insert_team(record)
+        for user_id, role in members:
+            await gw.store.add_member(record.team_id, user_id, role)
+    except Conflict as exc:
+        raise _conflict(exc) from exc
+    except NotFoundError as exc:
+        raise NotFound(f"No such {exc.field}.", param=exc.field) from exc
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    await req.respond(200, orjson.dumps(_dump(record)), headers=notice(ignored))
+
+
+async def team_info(gw: Gateway, req: Request) -> None:
+    team_id = _required(_query(req).get("team_id"), "team_id")
+    record = await gw.store.get_team(team_id)
+    if record is None:
+        raise NotFound("No such team.", code="team_not_found")
+    members = await gw.store.list_members(team_id)
+    keys = await gw.store.list_keys(team_id=team_id, limit=1000)
+    info = {**_dump(record), "members_with_roles": [{"user_id": m.user_id, "role": m.role} for m in members]}
+    body = {"team_id": team_id, "team_info": info, "keys": _key_summaries(keys)}
+    await req.respond(200, orjson.dumps(body))
+
+
+async def team_update(gw: Gateway, req: Request) -> None:
+    body = read_json(await req.body(gw.body_limit))
+    team_id = _required(body.get("team_id"), "team_id")
+    changes, ignored = fields_of(body, _TEAM, _TEAM_NOT_YET, frozenset({"team_id"}))
+    try:
+        record = await gw.store.update_team(team_id, **changes)
+    except Conflict as exc:
+        raise _conflict(exc) from exc
+    except NotFoundError as exc:
+        raise NotFound(f"No such {exc.field}.", param=exc.field) from exc
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    if record is None:
+        raise NotFound("No such team.", code="team_not_found")
+    await gw.team_changed(team_id)
+    await req.respond(200, orjson.dumps(_dump(record)), headers=notice(ignored))
+
+
+async def team_list(gw: Gateway, req: Request) -> None:
+    query = _query(req)
+    limit, offset = _page(query)
+    teams = await gw.store.list_teams(organization_id=query.get("organization_id"), limit=limit, offset=offset)
+    await req.respond(200, orjson.dumps([_dump(t) for t in teams]))
+
+
+async def team_delete(gw: Gateway, req: Request) -> None:
+    body = read_json(await req.body(gw.body_limit))
+    ids = body.get("team_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise BadRequest("'team_ids' must be a non-empty list.", param="team_ids")
+    deleted = await gw.store.delete_teams(ids)
+    for team_id in ids:
+        await gw.team_changed(team_id)
+    if deleted == 0:
+        raise NotFound("None of these teams exist.", code="team_not_found")
+    await req.respond(200, orjson.dumps({"deleted_teams": ids, "deleted": deleted}))
+
+
+async def member_add(gw: Gateway, req: Request) -> None:
+    body = read_json(await req.body(gw.body_limit))
+    team_id = _required(body.get("team_id"), "team_id")
+    members = _members(body.get("member"))
+    try:
+        for user_id, role in members:
+            await gw.store.add_member(team_id, user_id, role)
+    except NotFoundError as exc:
+        raise NotFound(f"No such {exc.field}.", param=exc.field) from exc
+    found = await gw.store.list_members(team_id)
+    await req.respond(200, orjson.dumps({"team_id": team_id, "members_with_roles":
+                                         [{"user_id": m.user_id, "role": m.role} for m in found]}))  # fmt: skip
+
+
+async def member_delete(gw: Gateway, req: Request) -> None:
+    body = read_json(await req.body(gw.body_limit))
+    team_id = _required(body.get("team_id"), "team_id")
+    user_id = _required(body.get("user_id"), "user_id")
+    if not await gw.store.remove_member(team_id, user_id):
+        raise NotFound("This user is not a member of this team.", code="member_not_found")
+    await req.respond(200, orjson.dumps({"team_id": team_id, "user_id": user_id, "removed": True}))
+
+
+# --- organisations ------------------------------------------------------------------------------------
+
+
+async def org_new(gw: Gateway, req: Request) -> None:
+    body = read_json(await req.body(gw.body_limit))
+    changes, ignored = fields_of(body, _ORG, _ORG_NOT_YET, frozenset({"organization_id"}))
+    now = utc_now()
+    record = OrgRecord(
+        organization_id=_new_id(body, "organization_id"),
+        organization_alias=changes.get("organization_alias"),
+        models=tuple(changes.get("models", ())),
+        max_budget=changes.get("max_budget"),
+        metadata=changes.get("metadata", {}),
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        await gw.store.insert_org(record)
+    except Conflict as exc:
+        raise _conflict(exc) from exc
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    await req.respond(200, orjson.dumps(_dump(record)), headers=notice(ignored))
+
+
+async def org_info(gw: Gateway, req: Request) -> None:
+    org_id = _required(_query(req).get("organization_id"), "organization_id")
+    record = await gw.store.get_org(org_id)
+    if record is None:
+        raise NotFound("No such organization.", code="organization_not_found")
+    teams = await gw.store.list_teams(organization_id=org_id, limit=1000)
+    await req.respond(200, orjson.dumps({**_dump(record), "teams": [_dump(t) for t in teams]}))
+
+
+async def org_list(gw: Gateway, req: Request) -> None:
+    limit, offset = _page(_query(req))
+    orgs = await gw.store.list_orgs(limit=limit, offset=offset)
+    await req.respond(200, orjson.dumps([_dump(o) for o in orgs]))

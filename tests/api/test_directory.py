@@ -1,0 +1,117 @@
+"""Organisations > teams > users > keys through LiteLLM's API, and what a team's settings do to its keys."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support import MASTER_KEY, GatewayProcess
+
+CONFIG = """model_list:
+  - model_name: demo
+    litellm_params: {model: demo/echo}
+  - model_name: other
+    litellm_params: {model: demo/other}
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[GatewayProcess]:
+    with GatewayProcess(CONFIG) as gw:
+        yield gw
+
+
+def call(gw: GatewayProcess, path: str, body: dict[str, object] | None = None, **params: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    if body is None:
+        return httpx.get(gw.url + path, headers=headers, params=params)
+    return httpx.post(gw.url + path, headers=headers, json=body)
+
+
+def chat(gw: GatewayProcess, key: str, model: str = "demo") -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    return httpx.post(gw.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_org_team_user_key_and_model_access(gateway: GatewayProcess) -> None:
+    org = call(gateway, "/organization/new", {"organization_alias": unique("acme")}).json()
+    team = call(gateway, "/team/new", {"team_alias": unique("ml"), "organization_id": org["organization_id"],
+                                       "models": ["demo"]}).json()  # fmt: skip
+    user = call(gateway, "/user/new", {"user_email": unique("alice") + "@example.com", "auto_create_key": False})
+    assert user.status_code == 200 and "key" not in user.json()
+    user_id = user.json()["user_id"]
+    added = call(
+        gateway, "/team/member_add", {"team_id": team["team_id"], "member": {"user_id": user_id, "role": "admin"}}
+    )
+    assert added.json()["members_with_roles"] == [{"user_id": user_id, "role": "admin"}]
+
+    key = call(gateway, "/key/generate", {"team_id": team["team_id"], "user_id": user_id}).json()["key"]
+    assert chat(gateway, key, "demo").status_code == 200
+    refused = chat(gateway, key, "other")  # the key has no list of its own: the team's applies
+    assert refused.status_code == 403 and "team" in refused.json()["error"]["message"]
+    outside = call(gateway, "/key/generate", {"team_id": team["team_id"], "models": ["other"]})
+    assert outside.status_code == 403
+
+    info = call(gateway, "/team/info", team_id=team["team_id"]).json()
+    assert info["team_info"]["members_with_roles"] == [{"user_id": user_id, "role": "admin"}]
+    assert len(info["keys"]) == 1 and "key" not in info["keys"][0]
+    assert call(gateway, "/user/info", user_id=user_id).json()["teams"] == [team["team_id"]]
+    org_info = call(gateway, "/organization/info", organization_id=org["organization_id"]).json()
+    assert [t["team_id"] for t in org_info["teams"]] == [team["team_id"]]
+
+
+def test_blocking_a_team_stops_its_keys_at_once(gateway: GatewayProcess) -> None:
+    team = call(gateway, "/team/new", {"team_alias": unique("blockme")}).json()
+    key = call(gateway, "/key/generate", {"team_id": team["team_id"]}).json()["key"]
+    assert chat(gateway, key).status_code == 200
+    assert call(gateway, "/team/update", {"team_id": team["team_id"], "blocked": True}).json()["blocked"] is True
+    refused = chat(gateway, key)
+    assert refused.status_code == 401 and "team" in refused.json()["error"]["message"]
+    call(gateway, "/team/update", {"team_id": team["team_id"], "blocked": False})
+    assert chat(gateway, key).status_code == 200
+
+
+def test_new_user_gets_a_key_like_litellm(gateway: GatewayProcess) -> None:
+    made = call(gateway, "/user/new", {"user_role": "internal_user", "models": ["demo"]}).json()
+    assert made["key"].startswith("sk-") and chat(gateway, made["key"]).status_code == 200
+    assert chat(gateway, made["key"], "other").status_code == 403
+
+
+def test_errors_name_the_field(gateway: GatewayProcess) -> None:
+    alias = unique("dup")
+    assert call(gateway, "/team/new", {"team_alias": alias}).status_code == 200
+    duplicate = call(gateway, "/team/new", {"team_alias": alias})
+    assert duplicate.status_code == 400 and duplicate.json()["error"]["code"] == "conflict"
+    missing = call(gateway, "/key/generate", {"team_id": "no-such-team"})
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "team_id"
+    orphan = call(gateway, "/team/new", {"organization_id": "no-such-org"})
+    assert orphan.status_code == 404
+    unknown = call(gateway, "/team/new", {"api_key": "x"})
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "api_key"
+    role = call(gateway, "/team/member_add", {"team_id": "t", "member": {"user_id": "u", "role": "owner"}})
+    assert role.status_code == 400
+    assert call(gateway, "/team/info", team_id="nope").status_code == 404
+    assert call(gateway, "/user/info", user_id="nope").status_code == 404
+
+
+def test_deleting_a_team_removes_its_members(gateway: GatewayProcess) -> None:
+    team = call(gateway, "/team/new", {}).json()
+    user = call(gateway, "/user/new", {"auto_create_key": False}).json()
+    call(gateway, "/team/member_add", {"team_id": team["team_id"], "member": [{"user_id": user["user_id"]}]})
+    assert call(gateway, "/team/delete", {"team_ids": [team["team_id"]]}).json()["deleted"] == 1
+    assert call(gateway, "/user/info", user_id=user["user_id"]).json()["teams"] == []
+    assert call(gateway, "/team/delete", {"team_ids": [team["team_id"]]}).status_code == 404
+
+
+def test_directory_routes_need_the_master_key(gateway: GatewayProcess) -> None:
+    key = call(gateway, "/key/generate", {}).json()["key"]
+    for path in ("/user/new", "/team/new", "/organization/new"):
+        response = httpx.post(gateway.url + path, headers={"Authorization": f"Bearer {key}"}, json={})
+        assert response.status_code == 403, path
