@@ -245,7 +245,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=clean_env(LITELLM_MASTER_KEY=MASTER_KEY),
-            cwd=REPO,
+            cwd=log.parent,  # the demo's database (./lockgate-demo.db) lands here, not in the repository
         )
     try:
         deadline = time.monotonic() + 15
