@@ -84,7 +84,9 @@ def _routes() -> dict[str, Route]:
         ("/team/list", "GET", directory.team_list), ("/team/delete", "POST", directory.team_delete),
         ("/team/member_add", "POST", directory.member_add), ("/team/member_delete", "POST", directory.member_delete),
         ("/organization/new", "POST", directory.org_new), ("/organization/info", "GET", directory.org_info),
-        ("/organization/list", "GET", directory.org_list),
+        ("/organization/list", "GET", directory.org_list), ("/organization/update", "POST", directory.org_update),
+        ("/organization/delete", "POST", directory.org_delete), ("/team/block", "POST", directory.team_block),
+        ("/team/unblock", "POST", directory.team_unblock),
     ):  # fmt: skip
         add((path,), Route({method: handler}, "admin"))
     add(("/health/liveliness", "/health/liveness"), Route({"GET": health.liveliness}, "public"))

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from lockgate.app import Gateway
 
 __all__ = [
-    "member_add", "member_delete", "org_info", "org_list", "org_new", "team_delete", "team_info", "team_list",
-    "team_new", "team_update", "user_delete", "user_info", "user_list", "user_new", "user_update",
+    "member_add", "member_delete", "org_delete", "org_info", "org_list", "org_new", "org_update", "team_block",
+    "team_delete", "team_info", "team_list", "team_new", "team_unblock", "team_update", "user_delete", "user_info",
+    "user_list", "user_new", "user_update",
 ]  # fmt: skip
 
 _LIMITS: dict[str, tuple[type, ...]] = {
@@ -282,6 +283,24 @@ async def team_delete(gw: Gateway, req: Request) -> None:
     await req.respond(200, orjson.dumps({"deleted_teams": ids, "deleted": deleted}))
 
 
+async def _set_team_blocked(gw: Gateway, req: Request, blocked: bool) -> None:
+    body = read_json(await req.body(gw.body_limit))
+    team_id = _required(body.get("team_id"), "team_id")
+    record = await gw.store.update_team(team_id, blocked=blocked)
+    if record is None:
+        raise NotFound("No such team.", code="team_not_found")
+    await gw.team_changed(team_id)
+    await req.respond(200, orjson.dumps(_dump(record)))
+
+
+async def team_block(gw: Gateway, req: Request) -> None:
+    await _set_team_blocked(gw, req, True)
+
+
+async def team_unblock(gw: Gateway, req: Request) -> None:
+    await _set_team_blocked(gw, req, False)
+
+
 async def member_add(gw: Gateway, req: Request) -> None:
     body = read_json(await req.body(gw.body_limit))
     team_id = _required(body.get("team_id"), "team_id")
@@ -337,6 +356,35 @@ async def org_info(gw: Gateway, req: Request) -> None:
         raise NotFound("No such organization.", code="organization_not_found")
     teams = await gw.store.list_teams(organization_id=org_id, limit=1000)
     await req.respond(200, orjson.dumps({**_dump(record), "teams": [_dump(t) for t in teams]}))
+
+
+async def org_update(gw: Gateway, req: Request) -> None:
+    body = read_json(await req.body(gw.body_limit))
+    org_id = _required(body.get("organization_id"), "organization_id")
+    changes, ignored = fields_of(body, _ORG, _ORG_NOT_YET, frozenset({"organization_id"}))
+    try:
+        record = await gw.store.update_org(org_id, **changes)
+    except Conflict as exc:
+        raise _conflict(exc) from exc
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    if record is None:
+        raise NotFound("No such organization.", code="organization_not_found")
+    await req.respond(200, orjson.dumps(_dump(record)), headers=notice(ignored))
+
+
+async def org_delete(gw: Gateway, req: Request) -> None:
+    body = read_json(await req.body(gw.body_limit))
+    ids = body.get("organization_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise BadRequest("'organization_ids' must be a non-empty list.", param="organization_ids")
+    try:
+        deleted = await gw.store.delete_orgs(ids)
+    except Conflict as exc:
+        raise BadRequest("An organization that still has teams cannot be deleted.", code="conflict") from exc
+    if deleted == 0:
+        raise NotFound("None of these organizations exist.", code="organization_not_found")
+    await req.respond(200, orjson.dumps({"deleted_organizations": ids, "deleted": deleted}))
 
 
 async def org_list(gw: Gateway, req: Request) -> None:

@@ -115,3 +115,20 @@ def test_directory_routes_need_the_master_key(gateway: GatewayProcess) -> None:
     for path in ("/user/new", "/team/new", "/organization/new"):
         response = httpx.post(gateway.url + path, headers={"Authorization": f"Bearer {key}"}, json={})
         assert response.status_code == 403, path
+
+
+def test_team_block_and_organization_update_delete(gateway: GatewayProcess) -> None:
+    org = call(gateway, "/organization/new", {"organization_alias": unique("org")}).json()
+    renamed = call(gateway, "/organization/update", {"organization_id": org["organization_id"], "models": ["demo"]})
+    assert renamed.json()["models"] == ["demo"]
+    team = call(gateway, "/team/new", {"organization_id": org["organization_id"]}).json()
+    key = call(gateway, "/key/generate", {"team_id": team["team_id"]}).json()["key"]
+    assert call(gateway, "/team/block", {"team_id": team["team_id"]}).json()["blocked"] is True
+    assert chat(gateway, key).status_code == 401
+    call(gateway, "/team/unblock", {"team_id": team["team_id"]})
+    assert chat(gateway, key).status_code == 200
+    busy = call(gateway, "/organization/delete", {"organization_ids": [org["organization_id"]]})
+    assert busy.status_code == 400 and busy.json()["error"]["code"] == "conflict"
+    call(gateway, "/team/delete", {"team_ids": [team["team_id"]]})
+    gone = call(gateway, "/organization/delete", {"organization_ids": [org["organization_id"]]})
+    assert gone.json()["deleted"] == 1
