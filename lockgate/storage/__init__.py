@@ -1,6 +1,6 @@
-"""Durable state (virtual keys; organizations, teams, members and users; later spend) behind one narrow interface.
+"""Durable state (virtual keys; organizations, teams, members, users; end users; later spend) behind one interface.
 
-    base.py        the records, the KeyStore / DirectoryStore / Store protocols, the error tree
+    base.py        the records, the KeyStore / DirectoryStore / EndUserStore / Store protocols, the error tree
     migrations.py  the schema as append-only numbered migrations; upgrade()
     sqlite.py      the default backend: one file, zero setup
     postgres.py    PostgreSQL through an asyncpg pool
@@ -17,6 +17,8 @@ from lockgate.storage.base import (
     USER_ROLES,
     Conflict,
     DirectoryStore,
+    EndUserRecord,
+    EndUserStore,
     KeyRecord,
     KeyStore,
     NotFoundError,
@@ -36,6 +38,8 @@ __all__ = [
     "USER_ROLES",
     "Conflict",
     "DirectoryStore",
+    "EndUserRecord",
+    "EndUserStore",
     "KeyRecord",
     "KeyStore",
     "NotFoundError",

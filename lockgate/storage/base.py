@@ -1,8 +1,8 @@
 """The storage seam: the record types, the store interface every backend implements, its errors, and
 ``open_store``, which picks the backend from a URL.
 
-Records: :class:`KeyRecord` (virtual keys), and the directory of :class:`OrgRecord` > :class:`TeamRecord`
-(with :class:`TeamMember` rows) > :class:`UserRecord`.
+Records: :class:`KeyRecord` (virtual keys), the directory of :class:`OrgRecord` > :class:`TeamRecord`
+(with :class:`TeamMember` rows) > :class:`UserRecord`, and :class:`EndUserRecord` (the ``user`` of a request).
 
 Error tree::
 
@@ -36,6 +36,8 @@ __all__ = [
     "USER_ROLES",
     "Conflict",
     "DirectoryStore",
+    "EndUserRecord",
+    "EndUserStore",
     "KeyRecord",
     "KeyStore",
     "NotFoundError",
@@ -48,10 +50,12 @@ __all__ = [
     "UserRecord",
     "apply_changes",
     "check_id",
+    "check_ids",
     "check_member",
     "check_page",
     "check_record",
     "json_text",
+    "later",
     "open_store",
     "utc_now",
 ]
@@ -174,6 +178,21 @@ class UserRecord:
     spend: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class EndUserRecord:
+    """An end user ("customer"): whoever a request's ``user`` field names; may be blocked or given a budget."""
+
+    user_id: str
+    alias: str | None
+    blocked: bool
+    max_budget: float | None
+    default_model: str | None
+    metadata: dict[str, Any]  # JSON
+    created_at: datetime  # UTC
+    updated_at: datetime  # UTC
+    spend: float = 0.0
+
+
 class KeyStore(Protocol):
     """Virtual keys, addressed by the hash of the key."""
 
@@ -193,6 +212,10 @@ class KeyStore(Protocol):
         self, *, user_id: str | None = None, team_id: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[KeyRecord]:
         """Keys matching the filters, ordered by created_at then token_hash."""
+
+    async def rekey(self, token_hash: str, new_token_hash: str, new_key_name: str) -> KeyRecord | None:
+        """In one transaction, give the key a new hash and display name, keeping every other field (updated_at
+        moves); None if ``token_hash`` is missing, :class:`Conflict` (``token_hash``) if the new hash is taken."""
 
 
 class DirectoryStore(Protocol):
@@ -262,11 +285,39 @@ class DirectoryStore(Protocol):
         """Delete these users and their memberships; how many existed. Keys keep their user_id."""
 
 
-class Store(KeyStore, DirectoryStore, Protocol):
+class EndUserStore(Protocol):
+    """End users, addressed by user_id; lists are ordered by created_at then user_id; every write is one
+    transaction."""
+
+    async def insert_end_user(self, end_user: EndUserRecord) -> None:
+        """Store a new end user; :class:`Conflict` (``user_id``) if one with this user_id exists."""
+
+    async def get_end_user(self, user_id: str) -> EndUserRecord | None:
+        """The end user with this id, or None."""
+
+    async def update_end_user(self, user_id: str, /, **changes: Any) -> EndUserRecord | None:
+        """Change some fields (``ValueError`` for unknown or immutable ones), set updated_at; None if missing."""
+
+    async def list_end_users(self, *, limit: int = 100, offset: int = 0) -> list[EndUserRecord]:
+        """End users, ordered by created_at then user_id."""
+
+    async def delete_end_users(self, user_ids: Sequence[str]) -> int:
+        """Delete these end users; how many existed."""
+
+    async def set_end_users_blocked(self, user_ids: Sequence[str], blocked: bool) -> int:
+        """Set ``blocked`` (and move updated_at) on these end users in one statement; how many existed."""
+
+
+class Store(KeyStore, DirectoryStore, EndUserStore, Protocol):
     """Everything lockgate keeps in its database."""
 
     async def close(self) -> None:
         """Release the connection(s)."""
+
+
+def later(previous: datetime) -> datetime:
+    """A new updated_at: now, but always after ``previous``."""
+    return max(utc_now(), previous + timedelta(microseconds=1))
 
 
 def utc_now() -> datetime:
@@ -298,6 +349,10 @@ _FIELD_KINDS: dict[type, dict[str, str]] = {
         "budget_duration": "str?", "tpm_limit": "int?", "rpm_limit": "int?", "max_budget": "num?",
         "spend": "num", "models": "models", "metadata": "json", "created_at": "time", "updated_at": "time",
     },
+    EndUserRecord: {
+        "user_id": "id", "alias": "str?", "blocked": "bool", "max_budget": "num?", "default_model": "str?",
+        "metadata": "json", "created_at": "time", "updated_at": "time", "spend": "num",
+    },
 }  # fmt: skip
 # What update_* calls each record, and its id field (which, with the timestamps, cannot be changed).
 _RECORD_NAMES: dict[type, tuple[str, str]] = {
@@ -305,9 +360,10 @@ _RECORD_NAMES: dict[type, tuple[str, str]] = {
     OrgRecord: ("organization", "organization_id"),
     TeamRecord: ("team", "team_id"),
     UserRecord: ("user", "user_id"),
+    EndUserRecord: ("end user", "user_id"),
 }
 
-Record = TypeVar("Record", KeyRecord, OrgRecord, TeamRecord, UserRecord)
+Record = TypeVar("Record", KeyRecord, OrgRecord, TeamRecord, UserRecord, EndUserRecord)
 
 
 def _is_number(value: object) -> bool:
@@ -361,6 +417,16 @@ def check_id(name: str, value: object) -> None:
         raise ValueError(f"{name} must not contain NUL characters")
 
 
+def check_ids(name: str, values: Sequence[str]) -> list[str]:
+    """``values`` as a list without repeats, each checked like :func:`check_id`; ``ValueError`` (naming ``name``)
+    for one string given where a sequence of ids belongs."""
+    if isinstance(values, str):
+        raise ValueError(f"{name} must be a sequence of ids, not one string")
+    for value in values:
+        check_id(name, value)
+    return list(dict.fromkeys(values))
+
+
 def check_page(limit: int, offset: int) -> None:
     """Refuse a negative (or non-integer) limit or offset."""
     for name, value in (("limit", limit), ("offset", offset)):
@@ -370,7 +436,7 @@ def check_page(limit: int, offset: int) -> None:
         raise ValueError("limit and offset must not be negative")
 
 
-def check_record(record: KeyRecord | OrgRecord | TeamRecord | UserRecord) -> None:
+def check_record(record: KeyRecord | OrgRecord | TeamRecord | UserRecord | EndUserRecord) -> None:
     """Refuse a record whose values are not of the declared types (``ValueError`` naming the field)."""
     for name, kind in _FIELD_KINDS[type(record)].items():
         _check_value(name, kind, getattr(record, name))
@@ -417,8 +483,7 @@ def apply_changes(record: Record, changes: dict[str, Any]) -> Record:
             raise ValueError(f"unknown {what} field: {name}")
     if isinstance(changes.get("models"), list):
         changes = {**changes, "models": tuple(changes["models"])}
-    updated_at = max(utc_now(), record.updated_at + timedelta(microseconds=1))
-    changed = dataclasses.replace(record, **changes, updated_at=updated_at)
+    changed = dataclasses.replace(record, **changes, updated_at=later(record.updated_at))
     check_record(changed)
     return changed
 

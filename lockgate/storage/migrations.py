@@ -228,9 +228,45 @@ _V2_POSTGRES = (
     *_V2_INDEXES,
 )
 
+# --- 3: end users (the ``user`` of a request; LiteLLM's "customers") ---------------------------------------
+# Not tied to users or keys: any string a request names. Columns in EndUserRecord's field order.
+
+_V3_INDEXES = ("CREATE INDEX end_users_by_created ON end_users (created_at, user_id)",)
+
+_V3_SQLITE = (
+    """CREATE TABLE end_users (
+    user_id TEXT NOT NULL PRIMARY KEY,
+    alias TEXT,
+    blocked BOOLEAN NOT NULL DEFAULT FALSE,
+    max_budget DOUBLE PRECISION,
+    default_model TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    spend DOUBLE PRECISION NOT NULL DEFAULT 0
+)""",
+    *_V3_INDEXES,
+)
+
+_V3_POSTGRES = (
+    """CREATE TABLE end_users (
+    user_id TEXT NOT NULL PRIMARY KEY,
+    alias TEXT,
+    blocked BOOLEAN NOT NULL DEFAULT FALSE,
+    max_budget DOUBLE PRECISION,
+    default_model TEXT,
+    metadata JSONB NOT NULL DEFAULT '{}',
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    spend DOUBLE PRECISION NOT NULL DEFAULT 0
+)""",
+    *_V3_INDEXES,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _V1_SQLITE, _V1_POSTGRES),
     Migration(2, _V2_SQLITE, _V2_POSTGRES),
+    Migration(3, _V3_SQLITE, _V3_POSTGRES),
 )
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -17,6 +17,7 @@ import orjson
 
 from lockgate.storage.base import (
     Conflict,
+    EndUserRecord,
     KeyRecord,
     NotFoundError,
     OrgRecord,
@@ -26,10 +27,13 @@ from lockgate.storage.base import (
     UserRecord,
     apply_changes,
     check_id,
+    check_ids,
     check_member,
     check_page,
     check_record,
     json_text,
+    later,
+    utc_now,
 )
 from lockgate.storage.migrations import Dialect, upgrade
 
@@ -57,6 +61,8 @@ _LIST = """SELECT
     rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend
 FROM keys WHERE ($1::text IS NULL OR user_id = $1) AND ($2::text IS NULL OR team_id = $2)
 ORDER BY created_at, token_hash LIMIT $3 OFFSET $4"""
+_KEY_EXISTS = "SELECT EXISTS (SELECT 1 FROM keys WHERE token_hash = $1)"
+_REKEY = "UPDATE keys SET token_hash = $2, key_name = $3, updated_at = $4 WHERE token_hash = $1"
 _INSERT_ORG = """INSERT INTO organizations (
     organization_id, organization_alias, models, max_budget, metadata, created_at, updated_at, spend
 ) VALUES ($1, $2, $3::jsonb, $4, $5::jsonb, $6, $7, $8)"""
@@ -124,6 +130,25 @@ ORDER BY created_at, user_id LIMIT $2 OFFSET $3"""
 _DELETE_USERS_MEMBERS = "DELETE FROM team_members WHERE user_id = ANY($1::text[])"
 _DELETE_USERS = "DELETE FROM users WHERE user_id = ANY($1::text[])"
 
+_INSERT_END_USER = """INSERT INTO end_users (
+    user_id, alias, blocked, max_budget, default_model, metadata, created_at, updated_at, spend
+) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)"""
+_SELECT_END_USER = """SELECT
+    user_id, alias, blocked, max_budget, default_model, metadata, created_at, updated_at, spend
+FROM end_users WHERE user_id = $1"""
+_SELECT_END_USER_FOR_UPDATE = """SELECT
+    user_id, alias, blocked, max_budget, default_model, metadata, created_at, updated_at, spend
+FROM end_users WHERE user_id = $1 FOR UPDATE"""
+_UPDATE_END_USER = """UPDATE end_users SET alias = $2, blocked = $3, max_budget = $4, default_model = $5,
+    metadata = $6::jsonb, created_at = $7, updated_at = $8, spend = $9
+    WHERE user_id = $1"""
+_LIST_END_USERS = """SELECT
+    user_id, alias, blocked, max_budget, default_model, metadata, created_at, updated_at, spend
+FROM end_users ORDER BY created_at, user_id LIMIT $1 OFFSET $2"""
+_DELETE_END_USERS = "DELETE FROM end_users WHERE user_id = ANY($1::text[])"
+_BLOCK_END_USERS = """UPDATE end_users SET blocked = $2, updated_at = GREATEST(updated_at, $3)
+    WHERE user_id = ANY($1::text[])"""
+
 _ORG_EXISTS = "SELECT EXISTS (SELECT 1 FROM organizations WHERE organization_id = $1)"
 _TEAM_EXISTS = "SELECT EXISTS (SELECT 1 FROM teams WHERE team_id = $1)"
 _USER_EXISTS = "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1)"
@@ -164,8 +189,13 @@ def _from_row(row: Any) -> KeyRecord:
     )  # fmt: skip
 
 
-_Directory = TypeVar("_Directory", OrgRecord, TeamRecord, UserRecord)
-_ID_FIELDS: dict[type, str] = {OrgRecord: "organization_id", TeamRecord: "team_id", UserRecord: "user_id"}
+_Directory = TypeVar("_Directory", OrgRecord, TeamRecord, UserRecord, EndUserRecord)
+_ID_FIELDS: dict[type, str] = {
+    OrgRecord: "organization_id",
+    TeamRecord: "team_id",
+    UserRecord: "user_id",
+    EndUserRecord: "user_id",
+}
 _FOREIGN_KEYS = {
     "teams_organization_fk": "organization_id",
     "team_members_team_fk": "team_id",
@@ -173,7 +203,7 @@ _FOREIGN_KEYS = {
 }
 
 
-def _directory_row(record: OrgRecord | TeamRecord | UserRecord) -> tuple[Any, ...]:
+def _directory_row(record: OrgRecord | TeamRecord | UserRecord | EndUserRecord) -> tuple[Any, ...]:
     """The record's values in column order (the dataclass's field order), JSON as text."""
     values: list[Any] = []
     for field in dataclasses.fields(record):
@@ -299,6 +329,26 @@ class PostgresStore:
         rows = await self._pool.fetch(_LIST, user_id, team_id, limit, offset)
         return [_from_row(row) for row in rows]
 
+    async def rekey(self, token_hash: str, new_token_hash: str, new_key_name: str) -> KeyRecord | None:
+        check_id("token_hash", token_hash)
+        check_id("new_token_hash", new_token_hash)
+        check_id("new_key_name", new_key_name)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(_SELECT_FOR_UPDATE, token_hash)
+                if row is None:
+                    return None
+                if await conn.fetchval(_KEY_EXISTS, new_token_hash):
+                    raise Conflict("token_hash")
+                old = _from_row(row)
+                changed = dataclasses.replace(
+                    old, token_hash=new_token_hash, key_name=new_key_name, updated_at=later(old.updated_at)
+                )
+                await conn.execute(_REKEY, token_hash, new_token_hash, new_key_name, changed.updated_at)
+        except asyncpg.UniqueViolationError as exc:
+            raise _conflict(exc) from None
+        return changed
+
     async def _fetch_one(self, cls: type[_Directory], sql: str, record_id: str) -> _Directory | None:
         check_id(_ID_FIELDS[cls], record_id)
         row = await self._pool.fetchrow(sql, record_id)
@@ -325,13 +375,10 @@ class PostgresStore:
 
     async def _delete(self, ids: Sequence[str], name: str, statements: Sequence[str]) -> int:
         """Run each of ``statements`` over all ids in one transaction; how many rows the last one removed."""
-        if isinstance(ids, str):
-            raise ValueError(f"{name} must be a sequence of ids, not one string")
-        for record_id in ids:
-            check_id(name, record_id)
+        unique = check_ids(name, ids)
         async with self._pool.acquire() as conn, conn.transaction():
             for statement in statements:
-                status: str = await conn.execute(statement, list(ids))
+                status: str = await conn.execute(statement, unique)
         return int(status.rsplit(" ", 1)[-1])
 
     # --- organizations ---------------------------------------------------------------------------
@@ -469,3 +516,35 @@ class PostgresStore:
 
     async def delete_users(self, user_ids: Sequence[str]) -> int:
         return await self._delete(user_ids, "user_ids", (_DELETE_USERS_MEMBERS, _DELETE_USERS))
+
+    # --- end users -------------------------------------------------------------------------------
+
+    async def insert_end_user(self, end_user: EndUserRecord) -> None:
+        check_record(end_user)
+        row = _directory_row(end_user)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(_INSERT_END_USER, *row)
+        except asyncpg.UniqueViolationError:
+            raise Conflict("user_id") from None
+
+    async def get_end_user(self, user_id: str) -> EndUserRecord | None:
+        return await self._fetch_one(EndUserRecord, _SELECT_END_USER, user_id)
+
+    async def update_end_user(self, user_id: str, /, **changes: Any) -> EndUserRecord | None:
+        return await self._update(EndUserRecord, _SELECT_END_USER_FOR_UPDATE, _UPDATE_END_USER, user_id, changes)
+
+    async def list_end_users(self, *, limit: int = 100, offset: int = 0) -> list[EndUserRecord]:
+        check_page(limit, offset)
+        return [_directory_record(EndUserRecord, row) for row in await self._pool.fetch(_LIST_END_USERS, limit, offset)]
+
+    async def delete_end_users(self, user_ids: Sequence[str]) -> int:
+        return await self._delete(user_ids, "user_ids", (_DELETE_END_USERS,))
+
+    async def set_end_users_blocked(self, user_ids: Sequence[str], blocked: bool) -> int:
+        ids = check_ids("user_ids", user_ids)
+        if not isinstance(blocked, bool):
+            raise ValueError("blocked must be a bool")
+        async with self._pool.acquire() as conn, conn.transaction():
+            status: str = await conn.execute(_BLOCK_END_USERS, ids, blocked, utc_now())
+        return int(status.rsplit(" ", 1)[-1])

@@ -22,6 +22,7 @@ import orjson
 
 from lockgate.storage.base import (
     Conflict,
+    EndUserRecord,
     KeyRecord,
     NotFoundError,
     OrgRecord,
@@ -31,10 +32,12 @@ from lockgate.storage.base import (
     UserRecord,
     apply_changes,
     check_id,
+    check_ids,
     check_member,
     check_page,
     check_record,
     json_text,
+    later,
     utc_now,
 )
 from lockgate.storage.migrations import Dialect, upgrade
@@ -59,6 +62,8 @@ _LIST = """SELECT
     rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend
 FROM keys WHERE (:user_id IS NULL OR user_id = :user_id) AND (:team_id IS NULL OR team_id = :team_id)
 ORDER BY created_at, token_hash LIMIT :limit OFFSET :offset"""
+_KEY_EXISTS = "SELECT 1 FROM keys WHERE token_hash = ?"
+_REKEY = "UPDATE keys SET token_hash = ?, key_name = ?, updated_at = ? WHERE token_hash = ?"
 
 _INSERT_ORG = """INSERT INTO organizations (
     organization_id, organization_alias, models, max_budget, metadata, created_at, updated_at, spend
@@ -115,6 +120,22 @@ ORDER BY created_at, user_id LIMIT :limit OFFSET :offset"""
 _DELETE_USER_MEMBERS = "DELETE FROM team_members WHERE user_id = ?"
 _DELETE_USER = "DELETE FROM users WHERE user_id = ?"
 
+_INSERT_END_USER = """INSERT INTO end_users (
+    user_id, alias, blocked, max_budget, default_model, metadata, created_at, updated_at, spend
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_SELECT_END_USER = """SELECT
+    user_id, alias, blocked, max_budget, default_model, metadata, created_at, updated_at, spend
+FROM end_users WHERE user_id = ?"""
+_UPDATE_END_USER = """UPDATE end_users SET alias = ?, blocked = ?, max_budget = ?, default_model = ?, metadata = ?,
+    created_at = ?, updated_at = ?, spend = ?
+    WHERE user_id = ?"""
+_LIST_END_USERS = """SELECT
+    user_id, alias, blocked, max_budget, default_model, metadata, created_at, updated_at, spend
+FROM end_users ORDER BY created_at, user_id LIMIT :limit OFFSET :offset"""
+_DELETE_END_USER = "DELETE FROM end_users WHERE user_id = ?"
+# Fixed-width ISO text: MAX keeps updated_at from moving backwards.
+_BLOCK_END_USER = "UPDATE end_users SET blocked = ?, updated_at = MAX(updated_at, ?) WHERE user_id = ?"
+
 _ORG_EXISTS = "SELECT 1 FROM organizations WHERE organization_id = ?"
 _TEAM_EXISTS = "SELECT 1 FROM teams WHERE team_id = ?"
 _USER_EXISTS = "SELECT 1 FROM users WHERE user_id = ?"
@@ -165,12 +186,17 @@ def _from_row(row: Sequence[Any]) -> KeyRecord:
     )  # fmt: skip
 
 
-_Directory = TypeVar("_Directory", OrgRecord, TeamRecord, UserRecord)
-_ID_FIELDS: dict[type, str] = {OrgRecord: "organization_id", TeamRecord: "team_id", UserRecord: "user_id"}
+_Directory = TypeVar("_Directory", OrgRecord, TeamRecord, UserRecord, EndUserRecord)
+_ID_FIELDS: dict[type, str] = {
+    OrgRecord: "organization_id",
+    TeamRecord: "team_id",
+    UserRecord: "user_id",
+    EndUserRecord: "user_id",
+}
 _TIME_FIELDS = frozenset({"created_at", "updated_at"})
 
 
-def _directory_row(record: OrgRecord | TeamRecord | UserRecord) -> tuple[Any, ...]:
+def _directory_row(record: OrgRecord | TeamRecord | UserRecord | EndUserRecord) -> tuple[Any, ...]:
     """The record's values in column order (the dataclass's field order), JSON as text, times as ISO text."""
     values: list[Any] = []
     for field in dataclasses.fields(record):
@@ -324,6 +350,27 @@ class SqliteStore:
         params = {"user_id": user_id, "team_id": team_id, "limit": limit, "offset": offset}
         return [_from_row(row) for row in await self._fetchall(_LIST, params)]
 
+    async def rekey(self, token_hash: str, new_token_hash: str, new_key_name: str) -> KeyRecord | None:
+        check_id("token_hash", token_hash)
+        check_id("new_token_hash", new_token_hash)
+        check_id("new_key_name", new_key_name)
+        try:
+            async with self._transaction() as conn:
+                async with conn.execute(_SELECT_ONE, (token_hash,)) as cursor:
+                    row = await cursor.fetchone()
+                if row is None:
+                    return None
+                if await self._exists(conn, _KEY_EXISTS, new_token_hash):
+                    raise Conflict("token_hash")
+                old = _from_row(row)
+                changed = dataclasses.replace(
+                    old, token_hash=new_token_hash, key_name=new_key_name, updated_at=later(old.updated_at)
+                )
+                await conn.execute(_REKEY, (new_token_hash, new_key_name, _time(changed.updated_at), token_hash))
+        except sqlite3.IntegrityError as exc:
+            raise _conflict(exc) from None
+        return changed
+
     async def _exists(self, conn: aiosqlite.Connection, sql: str, value: str) -> bool:
         async with conn.execute(sql, (value,)) as cursor:
             return await cursor.fetchone() is not None
@@ -357,11 +404,7 @@ class SqliteStore:
 
     async def _delete(self, ids: Sequence[str], name: str, statements: Sequence[str]) -> int:
         """Run each of ``statements`` for every id in one transaction; how many rows the last one removed."""
-        if isinstance(ids, str):
-            raise ValueError(f"{name} must be a sequence of ids, not one string")
-        for record_id in ids:
-            check_id(name, record_id)
-        params = [(record_id,) for record_id in ids]
+        params = [(record_id,) for record_id in check_ids(name, ids)]
         async with self._transaction() as conn:
             for statement in statements[:-1]:
                 await conn.executemany(statement, params)
@@ -498,3 +541,37 @@ class SqliteStore:
 
     async def delete_users(self, user_ids: Sequence[str]) -> int:
         return await self._delete(user_ids, "user_ids", (_DELETE_USER_MEMBERS, _DELETE_USER))
+
+    # --- end users -------------------------------------------------------------------------------
+
+    async def insert_end_user(self, end_user: EndUserRecord) -> None:
+        check_record(end_user)
+        row = _directory_row(end_user)
+        try:
+            async with self._transaction() as conn:
+                await conn.execute(_INSERT_END_USER, row)
+        except sqlite3.IntegrityError:
+            raise Conflict("user_id") from None
+
+    async def get_end_user(self, user_id: str) -> EndUserRecord | None:
+        return await self._fetch_one(EndUserRecord, _SELECT_END_USER, user_id)
+
+    async def update_end_user(self, user_id: str, /, **changes: Any) -> EndUserRecord | None:
+        return await self._update(EndUserRecord, _SELECT_END_USER, _UPDATE_END_USER, user_id, changes)
+
+    async def list_end_users(self, *, limit: int = 100, offset: int = 0) -> list[EndUserRecord]:
+        check_page(limit, offset)
+        rows = await self._fetchall(_LIST_END_USERS, {"limit": limit, "offset": offset})
+        return [_directory_record(EndUserRecord, row) for row in rows]
+
+    async def delete_end_users(self, user_ids: Sequence[str]) -> int:
+        return await self._delete(user_ids, "user_ids", (_DELETE_END_USER,))
+
+    async def set_end_users_blocked(self, user_ids: Sequence[str], blocked: bool) -> int:
+        ids = check_ids("user_ids", user_ids)
+        if not isinstance(blocked, bool):
+            raise ValueError("blocked must be a bool")
+        now = _time(utc_now())
+        async with self._transaction() as conn:
+            cursor = await conn.executemany(_BLOCK_END_USER, [(blocked, now, user_id) for user_id in ids])
+            return max(cursor.rowcount, 0)

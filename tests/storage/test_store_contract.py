@@ -194,6 +194,79 @@ def test_list_filters_paginates_and_orders(store: Store, run: Run[Any]) -> None:
     assert run(store.list_keys(limit=1)) == [by_time[0]]
 
 
+# --- rekey -------------------------------------------------------------------------------------------
+
+NEW_HASH = hashlib.sha256(b"sk-regenerated").hexdigest()
+
+
+def test_rekey_keeps_every_other_field(store: Store, run: Run[Any]) -> None:
+    run(store.insert_key(FULL))
+    run(store.insert_key(make_key(2)))
+    rekeyed = run(store.rekey(FULL.token_hash, NEW_HASH, "sk-...gen1"))
+    assert rekeyed is not None and rekeyed.updated_at > FULL.updated_at
+    assert rekeyed == dataclasses.replace(
+        FULL, token_hash=NEW_HASH, key_name="sk-...gen1", updated_at=rekeyed.updated_at
+    )
+    assert rekeyed.updated_at.utcoffset() == timedelta(0)
+    assert run(store.get_key(NEW_HASH)) == rekeyed
+    assert run(store.get_key(FULL.token_hash)) is None  # the old key no longer resolves
+    assert run(store.list_keys(user_id="u-1")) == [rekeyed]
+    assert run(store.list_keys()) == [rekeyed, make_key(2)]  # created_at kept: order kept
+    # The alias moved with the key: it is still taken, and the old hash is free again.
+    with pytest.raises(Conflict) as info:
+        run(store.insert_key(make_key(3, key_alias="ci-bot")))
+    assert info.value.field == "key_alias"
+    run(store.insert_key(make_key(4, token_hash=FULL.token_hash)))
+    assert run(store.rekey(NEW_HASH, hashlib.sha256(b"again").hexdigest(), "sk-...agn2")) is not None
+
+
+def test_rekey_missing_is_none(store: Store, run: Run[Any]) -> None:
+    run(store.insert_key(make_key(1)))
+    assert run(store.rekey("0" * 64, NEW_HASH, "sk-...gen1")) is None
+    assert run(store.rekey("0" * 64, make_key(1).token_hash, "sk-...gen1")) is None  # missing beats taken
+    assert run(store.get_key(NEW_HASH)) is None
+    assert run(store.list_keys()) == [make_key(1)]
+
+
+def test_rekey_to_a_taken_hash_is_a_conflict(store: Store, run: Run[Any]) -> None:
+    one, two = make_key(1), make_key(2, key_alias="two")
+    run(store.insert_key(one))
+    run(store.insert_key(two))
+    for taken in (two.token_hash, one.token_hash):
+        with pytest.raises(Conflict) as info:
+            run(store.rekey(one.token_hash, taken, "sk-...gen1"))
+        assert info.value.field == "token_hash"
+    assert run(store.list_keys()) == [one, two]
+
+
+def test_rekey_refuses_bad_arguments_before_sql(store: Store, run: Run[Any]) -> None:
+    run(store.insert_key(make_key(1)))
+    for args, field in (
+        (("", NEW_HASH, "sk-...gen1"), "token_hash"),
+        ((make_key(1).token_hash, "", "sk-...gen1"), "new_token_hash"),
+        ((make_key(1).token_hash, "a\x00b", "sk-...gen1"), "new_token_hash"),
+        ((make_key(1).token_hash, NEW_HASH, ""), "new_key_name"),
+        ((make_key(1).token_hash, NEW_HASH, None), "new_key_name"),
+    ):
+        with pytest.raises(ValueError, match=field):
+            run(store.rekey(*args))
+    assert run(store.list_keys()) == [make_key(1)]
+
+
+def test_concurrent_rekeys_of_one_key(store: Store, run: Run[Any]) -> None:
+    run(store.insert_key(FULL))
+    targets = [hashlib.sha256(f"new-{n}".encode()).hexdigest() for n in range(6)]
+
+    async def race() -> list[Any]:
+        return await asyncio.gather(*(store.rekey(FULL.token_hash, t, f"sk-...{n:04d}") for n, t in enumerate(targets)))
+
+    results = run(race())
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1  # the others found the old hash gone
+    assert run(store.list_keys()) == winners
+    assert run(store.get_key(FULL.token_hash)) is None
+
+
 # --- hostile values, concurrency, what is stored -----------------------------------------------------
 
 HOSTILE = ("'; DROP TABLE keys; --", "' OR '1'='1", 'x" OR "1"="1', "$1", "?", ":user_id", "%s", "\\'")
