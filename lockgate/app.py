@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lockgate.api import anthropic, bedrock, directory, health, keys, openai
+from lockgate.api import anthropic, bedrock, customers, directory, health, keys, openai
 from lockgate.asgi import Receive, Request, Scope, Send
 from lockgate.auth import Authenticator
 from lockgate.config import Settings
@@ -75,6 +75,13 @@ def _routes() -> dict[str, Route]:
     add(("/key/update",), Route({"POST": keys.update}, "admin"))
     add(("/key/delete",), Route({"POST": keys.delete}, "admin"))
     add(("/key/block",), Route({"POST": keys.block}, "admin"))
+    add(("/key/regenerate",), Route({"POST": keys.regenerate}, "admin"))
+    for name, method, handler in (
+        ("new", "POST", customers.new), ("info", "GET", customers.info), ("update", "POST", customers.update),
+        ("list", "GET", customers.list_end_users), ("delete", "POST", customers.delete),
+        ("block", "POST", customers.block), ("unblock", "POST", customers.unblock),
+    ):  # fmt: skip
+        add((f"/customer/{name}", f"/end_user/{name}"), Route({method: handler}, "admin"))
     add(("/key/unblock",), Route({"POST": keys.unblock}, "admin"))
     for path, method, handler in (
         ("/user/new", "POST", directory.user_new), ("/user/info", "GET", directory.user_info),

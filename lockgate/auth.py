@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from lockgate.errors import AuthenticationFailed, PermissionDenied
 from lockgate.keys import hash_key
 from lockgate.secret import Secret
-from lockgate.storage.base import KeyRecord, Store, TeamRecord
+from lockgate.storage.base import EndUserRecord, KeyRecord, Store, TeamRecord
 
 __all__ = ["KEY_HEADERS", "Authenticator", "Principal", "presented_key"]
 
@@ -77,6 +77,7 @@ class Authenticator:
         self._store = store
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, KeyRecord | None, TeamRecord | None]] = {}
+        self._end_users: dict[str, tuple[float, EndUserRecord | None]] = {}
 
     @property
     def enforced(self) -> bool:
@@ -85,11 +86,30 @@ class Authenticator:
     def attach(self, store: Store) -> None:
         self._store = store
 
+    async def check_end_user(self, user_id: str) -> None:
+        """Refuse a request on behalf of a blocked end user (the body's ``user``); cached like keys."""
+        if self._store is None:
+            return
+        now = time.monotonic()
+        cached = self._end_users.get(user_id)
+        if cached is not None and cached[0] > now:
+            record = cached[1]
+        else:
+            record = await self._store.get_end_user(user_id)
+            if len(self._end_users) >= MAX_CACHED:
+                self._end_users.clear()
+            self._end_users[user_id] = (now + self._ttl, record)
+        if record is not None and record.blocked:
+            raise PermissionDenied("This end user is blocked.", param="user")
+
     def forget(self, which: str) -> None:
-        """Drop a key (by hash) from this instance's cache after it changed; ``*`` drops every key (a team
-        changed)."""
+        """Drop a key (by hash) from this instance's cache after it changed; ``end:<id>`` an end user; ``*``
+        everything (a team changed)."""
         if which == "*":
             self._cache.clear()
+            self._end_users.clear()
+        elif which.startswith("end:"):
+            self._end_users.pop(which[4:], None)
         else:
             self._cache.pop(which, None)
 

@@ -258,6 +258,9 @@ async def run(
     """Try the plan's targets in order until one answers; relay its answer in the client's dialect."""
     if req.principal is not None:
         req.principal.check_model(model)
+    end_user = body.get("user") if ex.dialect == "openai" else None
+    if isinstance(end_user, str) and end_user:
+        await gw.auth.check_end_user(end_user[:256])
     record = RequestRecord(
         req.request_id, req.path, 200, model_group=model, requested_model=model, stream=ex.stream,
         session_id=controls.session_id,

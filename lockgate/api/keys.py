@@ -20,14 +20,16 @@ import orjson
 
 from lockgate.asgi import Request
 from lockgate.errors import BadRequest, NotFound, PermissionDenied
-from lockgate.keys import generate_key, hash_key, new_record, parse_duration
+from lockgate.keys import display_name, generate_key, hash_key, new_record, parse_duration
 from lockgate.pipeline import read_json
 from lockgate.storage.base import Conflict, KeyRecord
 
 if TYPE_CHECKING:
     from lockgate.app import Gateway
 
-__all__ = ["block", "delete", "fields_of", "generate", "info", "list_keys", "notice", "unblock", "update"]
+__all__ = [
+    "block", "delete", "fields_of", "generate", "info", "list_keys", "notice", "regenerate", "unblock", "update",
+]  # fmt: skip
 
 _SETTABLE: dict[str, tuple[type, ...]] = {
     "key_alias": (str, type(None)),
@@ -220,6 +222,21 @@ async def delete(gw: Gateway, req: Request) -> None:
     if deleted == 0:
         raise NotFound("None of these keys exist.", code="key_not_found")
     await req.respond(200, orjson.dumps({"deleted_keys": keys, "deleted": deleted}))
+
+
+async def regenerate(gw: Gateway, req: Request) -> None:
+    """A new value for an existing key, same settings; the old value stops working (everywhere)."""
+    body = read_json(await req.body(gw.body_limit))
+    token_hash = _token_hash(body.get("key"))
+    token = generate_key()
+    try:
+        record = await gw.store.rekey(token_hash, hash_key(token), display_name(token))
+    except Conflict as exc:  # pragma: no cover - a fresh 256-bit key colliding
+        raise BadRequest("Could not regenerate the key; try again.", code="conflict") from exc
+    if record is None:
+        raise NotFound("No such key.", code="key_not_found")
+    await gw.key_changed(token_hash)
+    await req.respond(200, orjson.dumps({"key": token, **_public(record)}))
 
 
 async def _set_blocked(gw: Gateway, req: Request, blocked: bool) -> None:

@@ -132,3 +132,32 @@ def test_team_block_and_organization_update_delete(gateway: GatewayProcess) -> N
     call(gateway, "/team/delete", {"team_ids": [team["team_id"]]})
     gone = call(gateway, "/organization/delete", {"organization_ids": [org["organization_id"]]})
     assert gone.json()["deleted"] == 1
+
+
+def test_end_users_blocked_by_their_request_user(gateway: GatewayProcess) -> None:
+    end_user = unique("customer")
+    made = call(gateway, "/customer/new", {"user_id": end_user, "alias": "Ada", "budget_id": "b1"})
+    assert made.status_code == 200 and "budget_id" in made.headers["x-lockgate-notice"]
+    key = call(gateway, "/key/generate", {}).json()["key"]
+    body = {"model": "demo", "user": end_user, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=headers).status_code == 200
+    assert call(gateway, "/customer/block", {"user_ids": [end_user]}).status_code == 200
+    refused = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=headers)
+    assert refused.status_code == 403 and refused.json()["error"]["param"] == "user"
+    assert call(gateway, "/end_user/unblock", {"user_ids": [end_user]}).status_code == 200  # LiteLLM's alias
+    assert httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=headers).status_code == 200
+    assert call(gateway, "/customer/info", end_user_id=end_user).json()["alias"] == "Ada"
+    duplicate = call(gateway, "/customer/new", {"user_id": end_user})
+    assert duplicate.status_code == 400
+    assert call(gateway, "/customer/delete", {"user_ids": [end_user]}).json()["deleted"] == 1
+    assert call(gateway, "/customer/info", end_user_id=end_user).status_code == 404
+
+
+def test_regenerate_keeps_settings_and_retires_the_old_value(gateway: GatewayProcess) -> None:
+    old = call(gateway, "/key/generate", {"models": ["demo"], "key_alias": unique("rotate")}).json()
+    new = call(gateway, "/key/regenerate", {"key": old["key"]}).json()
+    assert new["key"] != old["key"] and new["models"] == ["demo"] and new["key_alias"] == old["key_alias"]
+    assert chat(gateway, old["key"]).status_code == 401
+    assert chat(gateway, new["key"]).status_code == 200
+    assert call(gateway, "/key/regenerate", {"key": old["key"]}).status_code == 404
