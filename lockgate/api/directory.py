@@ -220,6 +220,9 @@ async def team_new(gw: Gateway, req: Request) -> None:
         created_at=now,
         updated_at=now,
     )
+    for user_id, _ in members:  # checked before anything is written, so a bad member leaves no half-made team
+        if await gw.store.get_user(user_id) is None:
+            raise NotFound(f"No user '{user_id[:100]}'.", param="members_with_roles", code="user_not_found")
     try:
         await gw.store.insert_team(record)
         for user_id, role in members:

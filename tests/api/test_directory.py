@@ -161,3 +161,11 @@ def test_regenerate_keeps_settings_and_retires_the_old_value(gateway: GatewayPro
     assert chat(gateway, old["key"]).status_code == 401
     assert chat(gateway, new["key"]).status_code == 200
     assert call(gateway, "/key/regenerate", {"key": old["key"]}).status_code == 404
+
+
+def test_a_team_with_an_unknown_member_is_not_half_made(gateway: GatewayProcess) -> None:
+    alias = unique("half")
+    refused = call(gateway, "/team/new", {"team_alias": alias, "members_with_roles": [{"user_id": "nobody"}]})
+    assert refused.status_code == 404
+    teams = call(gateway, "/team/list", page_size="1000").json()
+    assert alias not in [t["team_alias"] for t in teams]
