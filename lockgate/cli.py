@@ -1,6 +1,7 @@
 """The ``lockgate`` command: ``serve``, ``check-config``, ``db upgrade``, ``keys create|list|revoke``,
-``--version``. The admin commands work on the configured database directly (no running gateway needed);
-running gateways see a revoked key fail within ``user_api_key_cache_ttl``."""
+``teams create|list|add-member|delete``, ``--version``. The admin commands work on the configured database
+directly (no running gateway needed); running gateways see a revoked key fail within
+``user_api_key_cache_ttl``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -19,7 +21,16 @@ from lockgate.config import ConfigError, Settings, load_settings
 from lockgate.errors import GatewayError
 from lockgate.keys import generate_key, hash_key, new_record, parse_duration
 from lockgate.server import ServeOptions, UnsafeBind, check_bind, serve
-from lockgate.storage.base import StorageError, Store, open_store
+from lockgate.storage.base import (
+    DEFAULT_USER_ROLE,
+    NotFoundError,
+    StorageError,
+    Store,
+    TeamRecord,
+    UserRecord,
+    open_store,
+    utc_now,
+)
 from lockgate.storage.migrations import LATEST_VERSION
 
 __all__ = ["demo_config_path", "main"]
@@ -65,6 +76,22 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="delete a key, named by its value or its hash")
     revoke.add_argument("--config", type=Path, required=True)
     revoke.add_argument("key")
+    teams = commands.add_parser("teams", help="teams").add_subparsers(dest="teams_command", metavar="ACTION")
+    team_create = teams.add_parser("create", help="make a team and print its id")
+    team_create.add_argument("--config", type=Path, required=True)
+    team_create.add_argument("--alias")
+    team_create.add_argument("--models", help="comma-separated model names or wildcards (default: all)")
+    team_create.add_argument("--organization-id")
+    team_list = teams.add_parser("list", help="list teams")
+    team_list.add_argument("--config", type=Path, required=True)
+    team_add = teams.add_parser("add-member", help="add a user to a team (creating the user if needed)")
+    team_add.add_argument("--config", type=Path, required=True)
+    team_add.add_argument("team_id")
+    team_add.add_argument("user_id")
+    team_add.add_argument("--role", choices=["user", "admin"], default="user")
+    team_delete = teams.add_parser("delete", help="delete a team (its keys stay, and stop seeing its models)")
+    team_delete.add_argument("--config", type=Path, required=True)
+    team_delete.add_argument("team_id")
     return parser
 
 
@@ -172,9 +199,50 @@ def _admin(args: argparse.Namespace) -> int:
         print("revoked")
         return 0
 
+    async def team_create(store: Store) -> int:
+        now = utc_now()
+        models = tuple(m.strip() for m in (args.models or "").split(",") if m.strip())
+        team = TeamRecord(
+            team_id=str(uuid.uuid4()), team_alias=args.alias, organization_id=args.organization_id, models=models,
+            max_budget=None, budget_duration=None, tpm_limit=None, rpm_limit=None, max_parallel_requests=None,
+            metadata={}, blocked=False, created_at=now, updated_at=now,
+        )  # fmt: skip
+        await store.insert_team(team)
+        print(team.team_id)
+        return 0
+
+    async def team_list(store: Store) -> int:
+        for team in await store.list_teams(limit=1000):
+            members = len(await store.list_members(team.team_id, limit=1000))
+            models = ",".join(team.models) or "*"
+            print(f"{team.team_id}  {team.team_alias or '-'}  {models}  {members} member(s)")
+        return 0
+
+    async def team_add(store: Store) -> int:
+        if await store.get_user(args.user_id) is None:
+            now = utc_now()
+            await store.insert_user(
+                UserRecord(
+                    user_id=args.user_id, user_alias=None, user_email=None, user_role=DEFAULT_USER_ROLE, models=(),
+                    max_budget=None, budget_duration=None, tpm_limit=None, rpm_limit=None, metadata={},
+                    created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+        member = await store.add_member(args.team_id, args.user_id, args.role)
+        print(f"{member.user_id} is {member.role} of {member.team_id}")
+        return 0
+
+    async def team_delete(store: Store) -> int:
+        if await store.delete_teams([args.team_id]) == 0:
+            print("lockgate: no such team", file=sys.stderr)
+            return 1
+        print("deleted")
+        return 0
+
     actions = {("db", "upgrade"): upgrade, ("keys", "create"): create, ("keys", "list"): listing,
-               ("keys", "revoke"): revoke}  # fmt: skip
-    sub = args.db_command if args.command == "db" else args.keys_command
+               ("keys", "revoke"): revoke, ("teams", "create"): team_create, ("teams", "list"): team_list,
+               ("teams", "add-member"): team_add, ("teams", "delete"): team_delete}  # fmt: skip
+    sub = str(getattr(args, f"{args.command}_command", None))
     action = actions.get((args.command, sub))
     if action is None:
         _parser().parse_args([args.command, "--help"])
@@ -183,6 +251,9 @@ def _admin(args: argparse.Namespace) -> int:
         return asyncio.run(_with_store(args.config, action))
     except ConfigError as error:
         print(error, file=sys.stderr)
+        return 1
+    except NotFoundError as error:
+        print(f"lockgate: no such {error.field}", file=sys.stderr)
         return 1
     except (StorageError, GatewayError, ValueError) as error:
         message = error.message if isinstance(error, GatewayError) else str(error)
@@ -197,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.config)
     if args.command == "serve":
         return _serve(args)
-    if args.command in ("db", "keys"):
+    if args.command in ("db", "keys", "teams"):
         return _admin(args)
     _parser().print_help()
     return 2

@@ -381,3 +381,20 @@ def test_admin_commands_manage_keys_for_a_running_gateway(tmp_path: Path) -> Non
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_teams_commands(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("model_list:\n  - model_name: demo\n    litellm_params: {model: demo/echo}\n")
+    env = clean_env(LITELLM_MASTER_KEY="sk-cli-master-key-0123456789")
+    created = lockgate("teams", "create", "--config", str(config), "--alias", "ml", "--models", "demo", env=env)
+    assert created.returncode == 0, created.stderr
+    team_id = created.stdout.strip()
+    added = lockgate("teams", "add-member", "--config", str(config), team_id, "ada", "--role", "admin", env=env)
+    assert added.returncode == 0 and added.stdout.strip() == f"ada is admin of {team_id}"
+    listed = lockgate("teams", "list", "--config", str(config), env=env)
+    assert listed.stdout.strip() == f"{team_id}  ml  demo  1 member(s)"
+    missing = lockgate("teams", "add-member", "--config", str(config), "no-such-team", "ada", env=env)
+    assert missing.returncode == 1 and "no such team_id" in missing.stderr
+    assert lockgate("teams", "delete", "--config", str(config), team_id, env=env).stdout.strip() == "deleted"
+    assert lockgate("teams", "delete", "--config", str(config), team_id, env=env).returncode == 1
