@@ -8,7 +8,9 @@ is refused with 400. Ids are chosen by the caller or generated.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -116,6 +118,19 @@ def _conflict(exc: Conflict) -> BadRequest:
     return BadRequest(f"Another record has this {exc.field}.", code="conflict", param=exc.field)
 
 
+@contextlib.contextmanager
+def _storage_errors() -> Iterator[None]:
+    """The store's refusals as the API's errors: a taken field 400, a missing reference 404, a bad value 400."""
+    try:
+        yield
+    except Conflict as exc:
+        raise _conflict(exc) from exc
+    except NotFoundError as exc:
+        raise NotFound(f"No such {exc.field}.", param=exc.field) from exc
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
 # --- users --------------------------------------------------------------------------------------------
 
 
@@ -137,12 +152,8 @@ async def user_new(gw: Gateway, req: Request) -> None:
         created_at=now,
         updated_at=now,
     )
-    try:
+    with _storage_errors():
         await gw.store.insert_user(record)
-    except Conflict as exc:
-        raise _conflict(exc) from exc
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
     result = _dump(record)
     if body.get("auto_create_key", True) is not False:  # LiteLLM makes the new user a key unless told not to
         token = generate_key()
@@ -166,12 +177,8 @@ async def user_update(gw: Gateway, req: Request) -> None:
     body = read_json(await req.body(gw.body_limit))
     user_id = _required(body.get("user_id"), "user_id")
     changes, ignored = fields_of(body, _USER, _USER_NOT_YET, frozenset({"user_id"}))
-    try:
+    with _storage_errors():
         record = await gw.store.update_user(user_id, **changes)
-    except Conflict as exc:
-        raise _conflict(exc) from exc
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
     if record is None:
         raise NotFound("No such user.", code="user_not_found")
     await req.respond(200, orjson.dumps(_dump(record)), headers=notice(ignored))
@@ -223,16 +230,10 @@ async def team_new(gw: Gateway, req: Request) -> None:
     for user_id, _ in members:  # checked before anything is written, so a bad member leaves no half-made team
         if await gw.store.get_user(user_id) is None:
             raise NotFound(f"No user '{user_id[:100]}'.", param="members_with_roles", code="user_not_found")
-    try:
+    with _storage_errors():
         await gw.store.insert_team(record)
         for user_id, role in members:
             await gw.store.add_member(record.team_id, user_id, role)
-    except Conflict as exc:
-        raise _conflict(exc) from exc
-    except NotFoundError as exc:
-        raise NotFound(f"No such {exc.field}.", param=exc.field) from exc
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
     await req.respond(200, orjson.dumps(_dump(record)), headers=notice(ignored))
 
 
@@ -252,14 +253,8 @@ async def team_update(gw: Gateway, req: Request) -> None:
     body = read_json(await req.body(gw.body_limit))
     team_id = _required(body.get("team_id"), "team_id")
     changes, ignored = fields_of(body, _TEAM, _TEAM_NOT_YET, frozenset({"team_id"}))
-    try:
+    with _storage_errors():
         record = await gw.store.update_team(team_id, **changes)
-    except Conflict as exc:
-        raise _conflict(exc) from exc
-    except NotFoundError as exc:
-        raise NotFound(f"No such {exc.field}.", param=exc.field) from exc
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
     if record is None:
         raise NotFound("No such team.", code="team_not_found")
     await gw.team_changed(team_id)
@@ -343,12 +338,8 @@ async def org_new(gw: Gateway, req: Request) -> None:
         created_at=now,
         updated_at=now,
     )
-    try:
+    with _storage_errors():
         await gw.store.insert_org(record)
-    except Conflict as exc:
-        raise _conflict(exc) from exc
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
     await req.respond(200, orjson.dumps(_dump(record)), headers=notice(ignored))
 
 
@@ -365,12 +356,8 @@ async def org_update(gw: Gateway, req: Request) -> None:
     body = read_json(await req.body(gw.body_limit))
     org_id = _required(body.get("organization_id"), "organization_id")
     changes, ignored = fields_of(body, _ORG, _ORG_NOT_YET, frozenset({"organization_id"}))
-    try:
+    with _storage_errors():
         record = await gw.store.update_org(org_id, **changes)
-    except Conflict as exc:
-        raise _conflict(exc) from exc
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
     if record is None:
         raise NotFound("No such organization.", code="organization_not_found")
     await req.respond(200, orjson.dumps(_dump(record)), headers=notice(ignored))
