@@ -28,7 +28,7 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        pytest.fail(f"Redis at {REDIS_URL} is not reachable ({exc}); start it (see the README's test section)")
+        pytest.fail(f"Redis at {REDIS_URL} is not reachable ({exc}); start it (the README says what `make test` needs)")
     return REDIS_URL
 
 
