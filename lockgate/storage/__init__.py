@@ -1,6 +1,7 @@
-"""Durable state (virtual keys; organizations, teams, members, users; end users; later spend) behind one interface.
+"""Durable state (virtual keys; organizations, teams, members, users; end users; deployments added through the
+API; later spend) behind one interface.
 
-    base.py        the records, the KeyStore / DirectoryStore / EndUserStore / Store protocols, the error tree
+    base.py        the records, the KeyStore / DirectoryStore / EndUserStore / ModelStore / Store protocols, the error tree
     migrations.py  the schema as append-only numbered migrations; upgrade()
     sqlite.py      the default backend: one file, zero setup
     postgres.py    PostgreSQL through an asyncpg pool
@@ -21,6 +22,8 @@ from lockgate.storage.base import (
     EndUserStore,
     KeyRecord,
     KeyStore,
+    ModelRecord,
+    ModelStore,
     NotFoundError,
     OrgRecord,
     SchemaTooNew,
@@ -42,6 +45,8 @@ __all__ = [
     "EndUserStore",
     "KeyRecord",
     "KeyStore",
+    "ModelRecord",
+    "ModelStore",
     "NotFoundError",
     "OrgRecord",
     "SchemaTooNew",

@@ -2,7 +2,8 @@
 ``open_store``, which picks the backend from a URL.
 
 Records: :class:`KeyRecord` (virtual keys), the directory of :class:`OrgRecord` > :class:`TeamRecord`
-(with :class:`TeamMember` rows) > :class:`UserRecord`, and :class:`EndUserRecord` (the ``user`` of a request).
+(with :class:`TeamMember` rows) > :class:`UserRecord`, :class:`EndUserRecord` (the ``user`` of a request),
+and :class:`ModelRecord` (deployments added through the API).
 
 Error tree::
 
@@ -40,6 +41,8 @@ __all__ = [
     "EndUserStore",
     "KeyRecord",
     "KeyStore",
+    "ModelRecord",
+    "ModelStore",
     "NotFoundError",
     "OrgRecord",
     "SchemaTooNew",
@@ -106,6 +109,16 @@ class KeyRecord:
     created_at: datetime  # UTC
     updated_at: datetime  # UTC
     spend: float = 0.0
+    # Added by migration 4 (columns appended in this order):
+    aliases: dict[str, str] = dataclasses.field(default_factory=dict)  # JSON: requested name -> model group
+    allowed_routes: tuple[str, ...] = ()  # route paths / fnmatch patterns / route groups; empty = all
+    soft_budget: float | None = None  # alerting threshold, never a block
+    model_max_budget: dict[str, float] = dataclasses.field(default_factory=dict)  # JSON: model -> USD
+    model_rpm_limit: dict[str, int] = dataclasses.field(default_factory=dict)  # JSON: model -> requests/min
+    model_tpm_limit: dict[str, int] = dataclasses.field(default_factory=dict)  # JSON: model -> tokens/min
+    organization_id: str | None = None
+    created_by: str | None = None  # who made it: a user_id, or "master_key"
+    updated_by: str | None = None
 
 
 KEY_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(KeyRecord))
@@ -148,6 +161,9 @@ class TeamRecord:
     created_at: datetime  # UTC
     updated_at: datetime  # UTC
     spend: float = 0.0
+    # Added by migration 4 (columns appended in this order):
+    model_aliases: dict[str, str] = dataclasses.field(default_factory=dict)  # JSON: requested name -> group
+    soft_budget: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +207,22 @@ class EndUserRecord:
     created_at: datetime  # UTC
     updated_at: datetime  # UTC
     spend: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """A deployment added through the API (``/model/new``), served beside those of the config file.
+
+    ``litellm_params`` is stored as given, except that the API layer has already replaced every credential
+    by its encrypted form: the store never sees a provider key in clear."""
+
+    model_id: str
+    model_name: str
+    litellm_params: dict[str, Any]  # JSON
+    model_info: dict[str, Any]  # JSON
+    created_by: str | None
+    created_at: datetime  # UTC
+    updated_at: datetime  # UTC
 
 
 class KeyStore(Protocol):
@@ -269,8 +301,12 @@ class DirectoryStore(Protocol):
     async def teams_of(self, user_id: str) -> list[str]:
         """The ids of the teams this user is a member of, ordered by the teams' created_at then team_id."""
 
-    async def insert_user(self, user: UserRecord) -> None:
-        """Store a new user; :class:`Conflict` if its user_id or user_email exists."""
+    async def get_member(self, team_id: str, user_id: str) -> TeamMember | None:
+        """This user's membership of this team, or None."""
+
+    async def insert_user(self, user: UserRecord, key: KeyRecord | None = None) -> None:
+        """Store a new user, and with it (in the same transaction) its first key if given; :class:`Conflict`
+        if the user's user_id or user_email, or the key's token_hash or key_alias, exists (nothing written)."""
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         """The user with this id, or None."""
@@ -283,6 +319,25 @@ class DirectoryStore(Protocol):
 
     async def delete_users(self, user_ids: Sequence[str]) -> int:
         """Delete these users and their memberships; how many existed. Keys keep their user_id."""
+
+
+class ModelStore(Protocol):
+    """Deployments added through the API, addressed by model_id; listed by created_at then model_id."""
+
+    async def insert_model(self, model: ModelRecord) -> None:
+        """Store a new deployment; :class:`Conflict` (``model_id``) if one with this id exists."""
+
+    async def get_model(self, model_id: str) -> ModelRecord | None:
+        """The deployment with this id, or None."""
+
+    async def list_models(self, *, limit: int = 1000, offset: int = 0) -> list[ModelRecord]:
+        """Deployments, ordered by created_at then model_id."""
+
+    async def update_model(self, model_id: str, /, **changes: Any) -> ModelRecord | None:
+        """Change some fields (``ValueError`` for unknown or immutable ones), set updated_at; None if missing."""
+
+    async def delete_models(self, model_ids: Sequence[str]) -> int:
+        """Delete these deployments in one transaction; how many existed."""
 
 
 class EndUserStore(Protocol):
@@ -308,7 +363,7 @@ class EndUserStore(Protocol):
         """Set ``blocked`` (and move updated_at) on these end users in one statement; how many existed."""
 
 
-class Store(KeyStore, DirectoryStore, EndUserStore, Protocol):
+class Store(KeyStore, DirectoryStore, EndUserStore, ModelStore, Protocol):
     """Everything lockgate keeps in its database."""
 
     async def close(self) -> None:
@@ -326,13 +381,17 @@ def utc_now() -> datetime:
 
 # How each record's fields are checked: "id" a non-empty string, "str?" a string or None, "int?" an integer or
 # None, "num?" a number or None, "num" a number, "models" a tuple of strings, "json" a dict, "bool" a bool,
-# "time" an aware datetime, "time?" the same or None, "user_role" one of USER_ROLES.
+# "time" an aware datetime, "time?" the same or None, "user_role" one of USER_ROLES; "aliases" a dict of names to
+# non-empty strings, "num_map" / "int_map" a dict of names to non-negative numbers / integers.
 _FIELD_KINDS: dict[type, dict[str, str]] = {
     KeyRecord: {
         "token_hash": "id", "key_name": "id", "key_alias": "str?", "user_id": "str?", "team_id": "str?",
         "budget_duration": "str?", "tpm_limit": "int?", "rpm_limit": "int?", "max_parallel_requests": "int?",
         "max_budget": "num?", "spend": "num", "models": "models", "metadata": "json", "blocked": "bool",
-        "expires": "time?", "created_at": "time", "updated_at": "time",
+        "expires": "time?", "created_at": "time", "updated_at": "time", "aliases": "aliases",
+        "allowed_routes": "models", "soft_budget": "num?", "model_max_budget": "num_map",
+        "model_rpm_limit": "int_map", "model_tpm_limit": "int_map", "organization_id": "str?",
+        "created_by": "str?", "updated_by": "str?",
     },
     OrgRecord: {
         "organization_id": "id", "organization_alias": "str?", "max_budget": "num?", "spend": "num",
@@ -342,7 +401,7 @@ _FIELD_KINDS: dict[type, dict[str, str]] = {
         "team_id": "id", "team_alias": "str?", "organization_id": "str?", "budget_duration": "str?",
         "tpm_limit": "int?", "rpm_limit": "int?", "max_parallel_requests": "int?", "max_budget": "num?",
         "spend": "num", "models": "models", "metadata": "json", "blocked": "bool", "created_at": "time",
-        "updated_at": "time",
+        "updated_at": "time", "model_aliases": "aliases", "soft_budget": "num?",
     },
     UserRecord: {
         "user_id": "id", "user_alias": "str?", "user_email": "str?", "user_role": "user_role",
@@ -353,6 +412,10 @@ _FIELD_KINDS: dict[type, dict[str, str]] = {
         "user_id": "id", "alias": "str?", "blocked": "bool", "max_budget": "num?", "default_model": "str?",
         "metadata": "json", "created_at": "time", "updated_at": "time", "spend": "num",
     },
+    ModelRecord: {
+        "model_id": "id", "model_name": "id", "litellm_params": "json", "model_info": "json",
+        "created_by": "str?", "created_at": "time", "updated_at": "time",
+    },
 }  # fmt: skip
 # What update_* calls each record, and its id field (which, with the timestamps, cannot be changed).
 _RECORD_NAMES: dict[type, tuple[str, str]] = {
@@ -361,9 +424,10 @@ _RECORD_NAMES: dict[type, tuple[str, str]] = {
     TeamRecord: ("team", "team_id"),
     UserRecord: ("user", "user_id"),
     EndUserRecord: ("end user", "user_id"),
+    ModelRecord: ("model", "model_id"),
 }
 
-Record = TypeVar("Record", KeyRecord, OrgRecord, TeamRecord, UserRecord, EndUserRecord)
+Record = TypeVar("Record", KeyRecord, OrgRecord, TeamRecord, UserRecord, EndUserRecord, ModelRecord)
 
 
 def _is_number(value: object) -> bool:
@@ -391,6 +455,16 @@ def _check_value(name: str, kind: str, value: object) -> None:
     elif kind == "models":
         if not isinstance(value, tuple) or not all(isinstance(m, str) and "\x00" not in m for m in value):
             raise ValueError(f"{name} must be a tuple of strings")
+    elif kind in ("aliases", "num_map", "int_map"):
+        if not isinstance(value, dict) or not all(isinstance(k, str) and "\x00" not in k for k in value):
+            raise ValueError(f"{name} must be a dict with string keys")
+        for item in value.values():
+            if kind == "aliases" and not (isinstance(item, str) and item and "\x00" not in item):
+                raise ValueError(f"{name} must map names to non-empty strings")
+            if kind == "num_map" and not (_is_number(item) and item >= 0):
+                raise ValueError(f"{name} must map names to non-negative numbers")
+            if kind == "int_map" and not (isinstance(item, int) and not isinstance(item, bool) and item >= 0):
+                raise ValueError(f"{name} must map names to non-negative integers")
     elif kind == "json":
         if not isinstance(value, dict):
             raise ValueError(f"{name} must be a dict")
@@ -436,7 +510,7 @@ def check_page(limit: int, offset: int) -> None:
         raise ValueError("limit and offset must not be negative")
 
 
-def check_record(record: KeyRecord | OrgRecord | TeamRecord | UserRecord | EndUserRecord) -> None:
+def check_record(record: KeyRecord | OrgRecord | TeamRecord | UserRecord | EndUserRecord | ModelRecord) -> None:
     """Refuse a record whose values are not of the declared types (``ValueError`` naming the field)."""
     for name, kind in _FIELD_KINDS[type(record)].items():
         _check_value(name, kind, getattr(record, name))
@@ -481,8 +555,9 @@ def apply_changes(record: Record, changes: dict[str, Any]) -> Record:
             raise ValueError(f"{name} cannot be changed")
         if name not in fields:
             raise ValueError(f"unknown {what} field: {name}")
-    if isinstance(changes.get("models"), list):
-        changes = {**changes, "models": tuple(changes["models"])}
+    for name in ("models", "allowed_routes"):
+        if isinstance(changes.get(name), list):
+            changes = {**changes, name: tuple(changes[name])}
     changed = dataclasses.replace(record, **changes, updated_at=later(record.updated_at))
     check_record(changed)
     return changed

@@ -263,10 +263,65 @@ _V3_POSTGRES = (
     *_V3_INDEXES,
 )
 
+# --- 4: more key and team fields; deployments added through the API --------------------------------------
+# Columns appended in KeyRecord's / TeamRecord's field order; existing rows take the defaults (empty JSON, NULL).
+# SQLite adds one column per statement, so both dialects do. The models table is in ModelRecord's field order.
+
+_V4_INDEXES = ("CREATE INDEX models_by_created ON models (created_at, model_id)",)
+
+_V4_SQLITE = (
+    "ALTER TABLE keys ADD COLUMN aliases TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE keys ADD COLUMN allowed_routes TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE keys ADD COLUMN soft_budget DOUBLE PRECISION",
+    "ALTER TABLE keys ADD COLUMN model_max_budget TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE keys ADD COLUMN model_rpm_limit TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE keys ADD COLUMN model_tpm_limit TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE keys ADD COLUMN organization_id TEXT",
+    "ALTER TABLE keys ADD COLUMN created_by TEXT",
+    "ALTER TABLE keys ADD COLUMN updated_by TEXT",
+    "ALTER TABLE teams ADD COLUMN model_aliases TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE teams ADD COLUMN soft_budget DOUBLE PRECISION",
+    """CREATE TABLE models (
+    model_id TEXT NOT NULL PRIMARY KEY,
+    model_name TEXT NOT NULL,
+    litellm_params TEXT NOT NULL,
+    model_info TEXT NOT NULL,
+    created_by TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+)""",
+    *_V4_INDEXES,
+)
+
+_V4_POSTGRES = (
+    "ALTER TABLE keys ADD COLUMN aliases JSONB NOT NULL DEFAULT '{}'",
+    "ALTER TABLE keys ADD COLUMN allowed_routes JSONB NOT NULL DEFAULT '[]'",
+    "ALTER TABLE keys ADD COLUMN soft_budget DOUBLE PRECISION",
+    "ALTER TABLE keys ADD COLUMN model_max_budget JSONB NOT NULL DEFAULT '{}'",
+    "ALTER TABLE keys ADD COLUMN model_rpm_limit JSONB NOT NULL DEFAULT '{}'",
+    "ALTER TABLE keys ADD COLUMN model_tpm_limit JSONB NOT NULL DEFAULT '{}'",
+    "ALTER TABLE keys ADD COLUMN organization_id TEXT",
+    "ALTER TABLE keys ADD COLUMN created_by TEXT",
+    "ALTER TABLE keys ADD COLUMN updated_by TEXT",
+    "ALTER TABLE teams ADD COLUMN model_aliases JSONB NOT NULL DEFAULT '{}'",
+    "ALTER TABLE teams ADD COLUMN soft_budget DOUBLE PRECISION",
+    """CREATE TABLE models (
+    model_id TEXT NOT NULL PRIMARY KEY,
+    model_name TEXT NOT NULL,
+    litellm_params JSONB NOT NULL,
+    model_info JSONB NOT NULL,
+    created_by TEXT,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+)""",
+    *_V4_INDEXES,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _V1_SQLITE, _V1_POSTGRES),
     Migration(2, _V2_SQLITE, _V2_POSTGRES),
     Migration(3, _V3_SQLITE, _V3_POSTGRES),
+    Migration(4, _V4_SQLITE, _V4_POSTGRES),
 )
 LATEST_VERSION = len(MIGRATIONS)
 

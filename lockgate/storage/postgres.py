@@ -19,6 +19,7 @@ from lockgate.storage.base import (
     Conflict,
     EndUserRecord,
     KeyRecord,
+    ModelRecord,
     NotFoundError,
     OrgRecord,
     StorageError,
@@ -39,26 +40,41 @@ from lockgate.storage.migrations import Dialect, upgrade
 
 __all__ = ["PostgresStore"]
 
+# The keys statements name the columns in KeyRecord's field order (the last nine from migration 4).
 _INSERT = """INSERT INTO keys (
     token_hash, key_name, key_alias, user_id, team_id, models, max_budget, budget_duration, tpm_limit,
-    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend
-) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15, $16, $17)"""
+    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend, aliases,
+    allowed_routes, soft_budget, model_max_budget, model_rpm_limit, model_tpm_limit, organization_id, created_by,
+    updated_by
+) VALUES (
+    $1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15, $16, $17, $18::jsonb,
+    $19::jsonb, $20, $21::jsonb, $22::jsonb, $23::jsonb, $24, $25, $26
+)"""
 _SELECT_ONE = """SELECT
     token_hash, key_name, key_alias, user_id, team_id, models, max_budget, budget_duration, tpm_limit,
-    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend
+    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend, aliases,
+    allowed_routes, soft_budget, model_max_budget, model_rpm_limit, model_tpm_limit, organization_id, created_by,
+    updated_by
 FROM keys WHERE token_hash = $1"""
 _SELECT_FOR_UPDATE = """SELECT
     token_hash, key_name, key_alias, user_id, team_id, models, max_budget, budget_duration, tpm_limit,
-    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend
+    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend, aliases,
+    allowed_routes, soft_budget, model_max_budget, model_rpm_limit, model_tpm_limit, organization_id, created_by,
+    updated_by
 FROM keys WHERE token_hash = $1 FOR UPDATE"""
 _UPDATE = """UPDATE keys SET key_name = $2, key_alias = $3, user_id = $4, team_id = $5, models = $6::jsonb,
     max_budget = $7, budget_duration = $8, tpm_limit = $9, rpm_limit = $10, max_parallel_requests = $11,
-    metadata = $12::jsonb, blocked = $13, expires = $14, created_at = $15, updated_at = $16, spend = $17
+    metadata = $12::jsonb, blocked = $13, expires = $14, created_at = $15, updated_at = $16, spend = $17,
+    aliases = $18::jsonb, allowed_routes = $19::jsonb, soft_budget = $20, model_max_budget = $21::jsonb,
+    model_rpm_limit = $22::jsonb, model_tpm_limit = $23::jsonb, organization_id = $24, created_by = $25,
+    updated_by = $26
     WHERE token_hash = $1"""
 _DELETE = "DELETE FROM keys WHERE token_hash = ANY($1::text[])"
 _LIST = """SELECT
     token_hash, key_name, key_alias, user_id, team_id, models, max_budget, budget_duration, tpm_limit,
-    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend
+    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend, aliases,
+    allowed_routes, soft_budget, model_max_budget, model_rpm_limit, model_tpm_limit, organization_id, created_by,
+    updated_by
 FROM keys WHERE ($1::text IS NULL OR user_id = $1) AND ($2::text IS NULL OR team_id = $2)
 ORDER BY created_at, token_hash LIMIT $3 OFFSET $4"""
 _KEY_EXISTS = "SELECT EXISTS (SELECT 1 FROM keys WHERE token_hash = $1)"
@@ -83,23 +99,23 @@ _DELETE_ORGS = "DELETE FROM organizations WHERE organization_id = ANY($1::text[]
 
 _INSERT_TEAM = """INSERT INTO teams (
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
-) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)"""
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
+) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16)"""
 _SELECT_TEAM = """SELECT
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
 FROM teams WHERE team_id = $1"""
 _SELECT_TEAM_FOR_UPDATE = """SELECT
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
 FROM teams WHERE team_id = $1 FOR UPDATE"""
 _UPDATE_TEAM = """UPDATE teams SET team_alias = $2, organization_id = $3, models = $4::jsonb, max_budget = $5,
     budget_duration = $6, tpm_limit = $7, rpm_limit = $8, max_parallel_requests = $9, metadata = $10::jsonb,
-    blocked = $11, created_at = $12, updated_at = $13, spend = $14
+    blocked = $11, created_at = $12, updated_at = $13, spend = $14, model_aliases = $15::jsonb, soft_budget = $16
     WHERE team_id = $1"""
 _LIST_TEAMS = """SELECT
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
 FROM teams WHERE ($1::text IS NULL OR organization_id = $1)
 ORDER BY created_at, team_id LIMIT $2 OFFSET $3"""
 _DELETE_TEAMS_MEMBERS = "DELETE FROM team_members WHERE team_id = ANY($1::text[])"
@@ -149,12 +165,30 @@ _DELETE_END_USERS = "DELETE FROM end_users WHERE user_id = ANY($1::text[])"
 _BLOCK_END_USERS = """UPDATE end_users SET blocked = $2, updated_at = GREATEST(updated_at, $3)
     WHERE user_id = ANY($1::text[])"""
 
+_INSERT_MODEL = """INSERT INTO models (
+    model_id, model_name, litellm_params, model_info, created_by, created_at, updated_at
+) VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7)"""
+_SELECT_MODEL = """SELECT
+    model_id, model_name, litellm_params, model_info, created_by, created_at, updated_at
+FROM models WHERE model_id = $1"""
+_SELECT_MODEL_FOR_UPDATE = """SELECT
+    model_id, model_name, litellm_params, model_info, created_by, created_at, updated_at
+FROM models WHERE model_id = $1 FOR UPDATE"""
+_UPDATE_MODEL = """UPDATE models SET model_name = $2, litellm_params = $3::jsonb, model_info = $4::jsonb,
+    created_by = $5, created_at = $6, updated_at = $7
+    WHERE model_id = $1"""
+_LIST_MODELS = """SELECT
+    model_id, model_name, litellm_params, model_info, created_by, created_at, updated_at
+FROM models ORDER BY created_at, model_id LIMIT $1 OFFSET $2"""
+_DELETE_MODELS = "DELETE FROM models WHERE model_id = ANY($1::text[])"
+
 _ORG_EXISTS = "SELECT EXISTS (SELECT 1 FROM organizations WHERE organization_id = $1)"
 _TEAM_EXISTS = "SELECT EXISTS (SELECT 1 FROM teams WHERE team_id = $1)"
 _USER_EXISTS = "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1)"
 _UPSERT_MEMBER = """INSERT INTO team_members (team_id, user_id, role, created_at) VALUES ($1, $2, $3, now())
 ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role"""
 _DELETE_MEMBER = "DELETE FROM team_members WHERE team_id = $1 AND user_id = $2"
+_SELECT_MEMBER = "SELECT team_id, user_id, role FROM team_members WHERE team_id = $1 AND user_id = $2"
 _LIST_MEMBERS = """SELECT team_id, user_id, role FROM team_members WHERE team_id = $1
 ORDER BY created_at, user_id LIMIT $2 OFFSET $3"""
 _TEAMS_OF = """SELECT t.team_id FROM team_members AS m JOIN teams AS t ON t.team_id = m.team_id
@@ -169,14 +203,16 @@ _POOL_MIN, _POOL_MAX, _CONNECT_TIMEOUT = 1, 10, 10.0
 
 
 def _to_row(key: KeyRecord) -> tuple[Any, ...]:
-    try:
-        models, metadata = orjson.dumps(list(key.models)).decode(), orjson.dumps(key.metadata).decode()
-    except TypeError as exc:
-        raise ValueError(f"metadata is not JSON-serialisable: {exc}") from None
+    """The key's values in column order (KeyRecord's field order: ``$1`` ... ``$26``), JSON as text."""
     return (
-        key.token_hash, key.key_name, key.key_alias, key.user_id, key.team_id, models, key.max_budget,
-        key.budget_duration, key.tpm_limit, key.rpm_limit, key.max_parallel_requests, metadata, key.blocked,
-        key.expires, key.created_at, key.updated_at, float(key.spend),
+        key.token_hash, key.key_name, key.key_alias, key.user_id, key.team_id,
+        json_text("models", list(key.models)), key.max_budget, key.budget_duration, key.tpm_limit, key.rpm_limit,
+        key.max_parallel_requests, json_text("metadata", key.metadata), key.blocked, key.expires, key.created_at,
+        key.updated_at, float(key.spend), json_text("aliases", key.aliases),
+        json_text("allowed_routes", list(key.allowed_routes)),
+        None if key.soft_budget is None else float(key.soft_budget),
+        json_text("model_max_budget", key.model_max_budget), json_text("model_rpm_limit", key.model_rpm_limit),
+        json_text("model_tpm_limit", key.model_tpm_limit), key.organization_id, key.created_by, key.updated_by,
     )  # fmt: skip
 
 
@@ -185,17 +221,24 @@ def _from_row(row: Any) -> KeyRecord:
         token_hash=row[0], key_name=row[1], key_alias=row[2], user_id=row[3], team_id=row[4],
         models=tuple(orjson.loads(row[5])), max_budget=row[6], budget_duration=row[7], tpm_limit=row[8],
         rpm_limit=row[9], max_parallel_requests=row[10], metadata=orjson.loads(row[11]), blocked=row[12],
-        expires=row[13], created_at=row[14], updated_at=row[15], spend=row[16],
+        expires=row[13], created_at=row[14], updated_at=row[15], spend=row[16], aliases=orjson.loads(row[17]),
+        allowed_routes=tuple(orjson.loads(row[18])), soft_budget=row[19], model_max_budget=orjson.loads(row[20]),
+        model_rpm_limit=orjson.loads(row[21]), model_tpm_limit=orjson.loads(row[22]), organization_id=row[23],
+        created_by=row[24], updated_by=row[25],
     )  # fmt: skip
 
 
-_Directory = TypeVar("_Directory", OrgRecord, TeamRecord, UserRecord, EndUserRecord)
+# Directory records and models: one table each, whose columns are the dataclass's fields in order.
+_Directory = TypeVar("_Directory", OrgRecord, TeamRecord, UserRecord, EndUserRecord, ModelRecord)
 _ID_FIELDS: dict[type, str] = {
     OrgRecord: "organization_id",
     TeamRecord: "team_id",
     UserRecord: "user_id",
     EndUserRecord: "user_id",
+    ModelRecord: "model_id",
 }
+_JSON_FIELDS = frozenset({"metadata", "model_aliases", "litellm_params", "model_info"})  # dicts
+_FLOAT_FIELDS = frozenset({"max_budget", "spend", "soft_budget"})
 _FOREIGN_KEYS = {
     "teams_organization_fk": "organization_id",
     "team_members_team_fk": "team_id",
@@ -203,16 +246,16 @@ _FOREIGN_KEYS = {
 }
 
 
-def _directory_row(record: OrgRecord | TeamRecord | UserRecord | EndUserRecord) -> tuple[Any, ...]:
+def _directory_row(record: OrgRecord | TeamRecord | UserRecord | EndUserRecord | ModelRecord) -> tuple[Any, ...]:
     """The record's values in column order (the dataclass's field order), JSON as text."""
     values: list[Any] = []
     for field in dataclasses.fields(record):
         value = getattr(record, field.name)
         if field.name == "models":
             value = json_text("models", list(value))
-        elif field.name == "metadata":
-            value = json_text("metadata", value)
-        elif field.name in ("max_budget", "spend") and value is not None:
+        elif field.name in _JSON_FIELDS:
+            value = json_text(field.name, value)
+        elif field.name in _FLOAT_FIELDS and value is not None:
             value = float(value)
         values.append(value)
     return tuple(values)
@@ -221,9 +264,9 @@ def _directory_row(record: OrgRecord | TeamRecord | UserRecord | EndUserRecord) 
 def _directory_record(cls: type[_Directory], row: Any) -> _Directory:
     values: dict[str, Any] = {}
     for field, value in zip(dataclasses.fields(cls), row, strict=True):
-        if field.name in ("models",):
+        if field.name == "models":
             value = tuple(orjson.loads(value))
-        elif field.name == "metadata":
+        elif field.name in _JSON_FIELDS:
             value = orjson.loads(value)
         values[field.name] = value
     return cls(**values)
@@ -487,16 +530,31 @@ class PostgresStore:
         check_id("user_id", user_id)
         return [row[0] for row in await self._pool.fetch(_TEAMS_OF, user_id)]
 
+    async def get_member(self, team_id: str, user_id: str) -> TeamMember | None:
+        check_id("team_id", team_id)
+        check_id("user_id", user_id)
+        row = await self._pool.fetchrow(_SELECT_MEMBER, team_id, user_id)
+        return None if row is None else TeamMember(team_id=row[0], user_id=row[1], role=row[2])
+
     # --- users -----------------------------------------------------------------------------------
 
-    async def insert_user(self, user: UserRecord) -> None:
+    async def insert_user(self, user: UserRecord, key: KeyRecord | None = None) -> None:
         check_record(user)
         row = _directory_row(user)
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
+        key_row = None
+        if key is not None:
+            check_record(key)
+            key_row = _to_row(key)
+        async with self._pool.acquire() as conn, conn.transaction():  # a Conflict raised inside rolls both back
+            try:
                 await conn.execute(_INSERT_USER, *row)
-        except asyncpg.UniqueViolationError as exc:
-            raise _directory_error(exc, "user_email", "user_id") from None
+            except asyncpg.UniqueViolationError as exc:
+                raise _directory_error(exc, "user_email", "user_id") from None
+            if key_row is not None:
+                try:
+                    await conn.execute(_INSERT, *key_row)
+                except asyncpg.UniqueViolationError as exc:
+                    raise _conflict(exc) from None
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         return await self._fetch_one(UserRecord, _SELECT_USER, user_id)
@@ -548,3 +606,27 @@ class PostgresStore:
         async with self._pool.acquire() as conn, conn.transaction():
             status: str = await conn.execute(_BLOCK_END_USERS, ids, blocked, utc_now())
         return int(status.rsplit(" ", 1)[-1])
+
+    # --- models ----------------------------------------------------------------------------------
+
+    async def insert_model(self, model: ModelRecord) -> None:
+        check_record(model)
+        row = _directory_row(model)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(_INSERT_MODEL, *row)
+        except asyncpg.UniqueViolationError:
+            raise Conflict("model_id") from None
+
+    async def get_model(self, model_id: str) -> ModelRecord | None:
+        return await self._fetch_one(ModelRecord, _SELECT_MODEL, model_id)
+
+    async def list_models(self, *, limit: int = 1000, offset: int = 0) -> list[ModelRecord]:
+        check_page(limit, offset)
+        return [_directory_record(ModelRecord, row) for row in await self._pool.fetch(_LIST_MODELS, limit, offset)]
+
+    async def update_model(self, model_id: str, /, **changes: Any) -> ModelRecord | None:
+        return await self._update(ModelRecord, _SELECT_MODEL_FOR_UPDATE, _UPDATE_MODEL, model_id, changes)
+
+    async def delete_models(self, model_ids: Sequence[str]) -> int:
+        return await self._delete(model_ids, "model_ids", (_DELETE_MODELS,))

@@ -24,6 +24,7 @@ from lockgate.storage.base import (
     Conflict,
     EndUserRecord,
     KeyRecord,
+    ModelRecord,
     NotFoundError,
     OrgRecord,
     StorageError,
@@ -44,22 +45,33 @@ from lockgate.storage.migrations import Dialect, upgrade
 
 __all__ = ["SqliteStore"]
 
+# The keys statements name the columns in KeyRecord's field order (the last nine from migration 4).
 _INSERT = """INSERT INTO keys (
     token_hash, key_name, key_alias, user_id, team_id, models, max_budget, budget_duration, tpm_limit,
-    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend, aliases,
+    allowed_routes, soft_budget, model_max_budget, model_rpm_limit, model_tpm_limit, organization_id, created_by,
+    updated_by
+) VALUES (
+    ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+)"""
 _SELECT_ONE = """SELECT
     token_hash, key_name, key_alias, user_id, team_id, models, max_budget, budget_duration, tpm_limit,
-    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend
+    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend, aliases,
+    allowed_routes, soft_budget, model_max_budget, model_rpm_limit, model_tpm_limit, organization_id, created_by,
+    updated_by
 FROM keys WHERE token_hash = ?"""
 _UPDATE = """UPDATE keys SET key_name = ?, key_alias = ?, user_id = ?, team_id = ?, models = ?, max_budget = ?,
     budget_duration = ?, tpm_limit = ?, rpm_limit = ?, max_parallel_requests = ?, metadata = ?, blocked = ?,
-    expires = ?, created_at = ?, updated_at = ?, spend = ?
+    expires = ?, created_at = ?, updated_at = ?, spend = ?, aliases = ?, allowed_routes = ?, soft_budget = ?,
+    model_max_budget = ?, model_rpm_limit = ?, model_tpm_limit = ?, organization_id = ?, created_by = ?,
+    updated_by = ?
     WHERE token_hash = ?"""
 _DELETE = "DELETE FROM keys WHERE token_hash = ?"
 _LIST = """SELECT
     token_hash, key_name, key_alias, user_id, team_id, models, max_budget, budget_duration, tpm_limit,
-    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend
+    rpm_limit, max_parallel_requests, metadata, blocked, expires, created_at, updated_at, spend, aliases,
+    allowed_routes, soft_budget, model_max_budget, model_rpm_limit, model_tpm_limit, organization_id, created_by,
+    updated_by
 FROM keys WHERE (:user_id IS NULL OR user_id = :user_id) AND (:team_id IS NULL OR team_id = :team_id)
 ORDER BY created_at, token_hash LIMIT :limit OFFSET :offset"""
 _KEY_EXISTS = "SELECT 1 FROM keys WHERE token_hash = ?"
@@ -82,19 +94,19 @@ _DELETE_ORG = "DELETE FROM organizations WHERE organization_id = ?"
 
 _INSERT_TEAM = """INSERT INTO teams (
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _SELECT_TEAM = """SELECT
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
 FROM teams WHERE team_id = ?"""
 _UPDATE_TEAM = """UPDATE teams SET team_alias = ?, organization_id = ?, models = ?, max_budget = ?,
     budget_duration = ?, tpm_limit = ?, rpm_limit = ?, max_parallel_requests = ?, metadata = ?, blocked = ?,
-    created_at = ?, updated_at = ?, spend = ?
+    created_at = ?, updated_at = ?, spend = ?, model_aliases = ?, soft_budget = ?
     WHERE team_id = ?"""
 _LIST_TEAMS = """SELECT
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
 FROM teams WHERE (:organization_id IS NULL OR organization_id = :organization_id)
 ORDER BY created_at, team_id LIMIT :limit OFFSET :offset"""
 _DELETE_TEAM_MEMBERS = "DELETE FROM team_members WHERE team_id = ?"
@@ -136,12 +148,27 @@ _DELETE_END_USER = "DELETE FROM end_users WHERE user_id = ?"
 # Fixed-width ISO text: MAX keeps updated_at from moving backwards.
 _BLOCK_END_USER = "UPDATE end_users SET blocked = ?, updated_at = MAX(updated_at, ?) WHERE user_id = ?"
 
+_INSERT_MODEL = """INSERT INTO models (
+    model_id, model_name, litellm_params, model_info, created_by, created_at, updated_at
+) VALUES (?, ?, ?, ?, ?, ?, ?)"""
+_SELECT_MODEL = """SELECT
+    model_id, model_name, litellm_params, model_info, created_by, created_at, updated_at
+FROM models WHERE model_id = ?"""
+_UPDATE_MODEL = """UPDATE models SET model_name = ?, litellm_params = ?, model_info = ?, created_by = ?,
+    created_at = ?, updated_at = ?
+    WHERE model_id = ?"""
+_LIST_MODELS = """SELECT
+    model_id, model_name, litellm_params, model_info, created_by, created_at, updated_at
+FROM models ORDER BY created_at, model_id LIMIT :limit OFFSET :offset"""
+_DELETE_MODEL = "DELETE FROM models WHERE model_id = ?"
+
 _ORG_EXISTS = "SELECT 1 FROM organizations WHERE organization_id = ?"
 _TEAM_EXISTS = "SELECT 1 FROM teams WHERE team_id = ?"
 _USER_EXISTS = "SELECT 1 FROM users WHERE user_id = ?"
 _UPSERT_MEMBER = """INSERT INTO team_members (team_id, user_id, role, created_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role"""
 _DELETE_MEMBER = "DELETE FROM team_members WHERE team_id = ? AND user_id = ?"
+_SELECT_MEMBER = "SELECT team_id, user_id, role FROM team_members WHERE team_id = ? AND user_id = ?"
 _LIST_MEMBERS = """SELECT team_id, user_id, role FROM team_members WHERE team_id = :team_id
 ORDER BY created_at, user_id LIMIT :limit OFFSET :offset"""
 _TEAMS_OF = """SELECT t.team_id FROM team_members AS m JOIN teams AS t ON t.team_id = m.team_id
@@ -164,14 +191,15 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 def _to_row(key: KeyRecord) -> tuple[Any, ...]:
-    try:
-        models, metadata = orjson.dumps(list(key.models)).decode(), orjson.dumps(key.metadata).decode()
-    except TypeError as exc:
-        raise ValueError(f"metadata is not JSON-serialisable: {exc}") from None
+    """The key's values in column order (KeyRecord's field order), JSON as text, times as ISO text."""
     return (
-        key.token_hash, key.key_name, key.key_alias, key.user_id, key.team_id, models, key.max_budget,
-        key.budget_duration, key.tpm_limit, key.rpm_limit, key.max_parallel_requests, metadata, key.blocked,
-        _time(key.expires), _time(key.created_at), _time(key.updated_at), key.spend,
+        key.token_hash, key.key_name, key.key_alias, key.user_id, key.team_id,
+        json_text("models", list(key.models)), key.max_budget, key.budget_duration, key.tpm_limit, key.rpm_limit,
+        key.max_parallel_requests, json_text("metadata", key.metadata), key.blocked, _time(key.expires),
+        _time(key.created_at), _time(key.updated_at), key.spend, json_text("aliases", key.aliases),
+        json_text("allowed_routes", list(key.allowed_routes)), key.soft_budget,
+        json_text("model_max_budget", key.model_max_budget), json_text("model_rpm_limit", key.model_rpm_limit),
+        json_text("model_tpm_limit", key.model_tpm_limit), key.organization_id, key.created_by, key.updated_by,
     )  # fmt: skip
 
 
@@ -183,28 +211,34 @@ def _from_row(row: Sequence[Any]) -> KeyRecord:
         models=tuple(orjson.loads(row[5])), max_budget=row[6], budget_duration=row[7], tpm_limit=row[8],
         rpm_limit=row[9], max_parallel_requests=row[10], metadata=orjson.loads(row[11]), blocked=bool(row[12]),
         expires=_parse_time(row[13]), created_at=created_at, updated_at=updated_at, spend=row[16],
+        aliases=orjson.loads(row[17]), allowed_routes=tuple(orjson.loads(row[18])), soft_budget=row[19],
+        model_max_budget=orjson.loads(row[20]), model_rpm_limit=orjson.loads(row[21]),
+        model_tpm_limit=orjson.loads(row[22]), organization_id=row[23], created_by=row[24], updated_by=row[25],
     )  # fmt: skip
 
 
-_Directory = TypeVar("_Directory", OrgRecord, TeamRecord, UserRecord, EndUserRecord)
+# Directory records and models: one table each, whose columns are the dataclass's fields in order.
+_Directory = TypeVar("_Directory", OrgRecord, TeamRecord, UserRecord, EndUserRecord, ModelRecord)
 _ID_FIELDS: dict[type, str] = {
     OrgRecord: "organization_id",
     TeamRecord: "team_id",
     UserRecord: "user_id",
     EndUserRecord: "user_id",
+    ModelRecord: "model_id",
 }
 _TIME_FIELDS = frozenset({"created_at", "updated_at"})
+_JSON_FIELDS = frozenset({"metadata", "model_aliases", "litellm_params", "model_info"})  # dicts
 
 
-def _directory_row(record: OrgRecord | TeamRecord | UserRecord | EndUserRecord) -> tuple[Any, ...]:
+def _directory_row(record: OrgRecord | TeamRecord | UserRecord | EndUserRecord | ModelRecord) -> tuple[Any, ...]:
     """The record's values in column order (the dataclass's field order), JSON as text, times as ISO text."""
     values: list[Any] = []
     for field in dataclasses.fields(record):
         value = getattr(record, field.name)
         if field.name == "models":
             value = json_text("models", list(value))
-        elif field.name == "metadata":
-            value = json_text("metadata", value)
+        elif field.name in _JSON_FIELDS:
+            value = json_text(field.name, value)
         elif field.name in _TIME_FIELDS:
             value = _time(value)
         values.append(value)
@@ -216,7 +250,7 @@ def _directory_record(cls: type[_Directory], row: Sequence[Any]) -> _Directory:
     for field, value in zip(dataclasses.fields(cls), row, strict=True):
         if field.name == "models":
             value = tuple(orjson.loads(value))
-        elif field.name == "metadata":
+        elif field.name in _JSON_FIELDS:
             value = orjson.loads(value)
         elif field.name in _TIME_FIELDS:
             value = _parse_time(value)
@@ -512,16 +546,31 @@ class SqliteStore:
         check_id("user_id", user_id)
         return [row[0] for row in await self._fetchall(_TEAMS_OF, (user_id,))]
 
+    async def get_member(self, team_id: str, user_id: str) -> TeamMember | None:
+        check_id("team_id", team_id)
+        check_id("user_id", user_id)
+        rows = await self._fetchall(_SELECT_MEMBER, (team_id, user_id))
+        return TeamMember(team_id=rows[0][0], user_id=rows[0][1], role=rows[0][2]) if rows else None
+
     # --- users -----------------------------------------------------------------------------------
 
-    async def insert_user(self, user: UserRecord) -> None:
+    async def insert_user(self, user: UserRecord, key: KeyRecord | None = None) -> None:
         check_record(user)
         row = _directory_row(user)
-        try:
-            async with self._transaction() as conn:
+        key_row = None
+        if key is not None:
+            check_record(key)
+            key_row = _to_row(key)
+        async with self._transaction() as conn:  # a Conflict raised inside rolls both back
+            try:
                 await conn.execute(_INSERT_USER, row)
-        except sqlite3.IntegrityError as exc:
-            raise _directory_conflict(exc, "user_email", "user_id") from None
+            except sqlite3.IntegrityError as exc:
+                raise _directory_conflict(exc, "user_email", "user_id") from None
+            if key_row is not None:
+                try:
+                    await conn.execute(_INSERT, key_row)
+                except sqlite3.IntegrityError as exc:
+                    raise _conflict(exc) from None
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         return await self._fetch_one(UserRecord, _SELECT_USER, user_id)
@@ -575,3 +624,28 @@ class SqliteStore:
         async with self._transaction() as conn:
             cursor = await conn.executemany(_BLOCK_END_USER, [(blocked, now, user_id) for user_id in ids])
             return max(cursor.rowcount, 0)
+
+    # --- models ----------------------------------------------------------------------------------
+
+    async def insert_model(self, model: ModelRecord) -> None:
+        check_record(model)
+        row = _directory_row(model)
+        try:
+            async with self._transaction() as conn:
+                await conn.execute(_INSERT_MODEL, row)
+        except sqlite3.IntegrityError:
+            raise Conflict("model_id") from None
+
+    async def get_model(self, model_id: str) -> ModelRecord | None:
+        return await self._fetch_one(ModelRecord, _SELECT_MODEL, model_id)
+
+    async def list_models(self, *, limit: int = 1000, offset: int = 0) -> list[ModelRecord]:
+        check_page(limit, offset)
+        rows = await self._fetchall(_LIST_MODELS, {"limit": limit, "offset": offset})
+        return [_directory_record(ModelRecord, row) for row in rows]
+
+    async def update_model(self, model_id: str, /, **changes: Any) -> ModelRecord | None:
+        return await self._update(ModelRecord, _SELECT_MODEL, _UPDATE_MODEL, model_id, changes)
+
+    async def delete_models(self, model_ids: Sequence[str]) -> int:
+        return await self._delete(model_ids, "model_ids", (_DELETE_MODEL,))

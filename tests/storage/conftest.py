@@ -3,7 +3,7 @@
 ``backend`` is parametrised over SQLite (a file in tmp_path) and PostgreSQL (the machine's server, a fresh
 schema per test, dropped afterwards). An unreachable PostgreSQL fails the test: it is never skipped.
 Each harness also gives raw access (run SQL beside the store, dump what is stored) for the tests that
-look under the interface.
+look under the interface; ``make_old_database`` builds a database as an older lockgate left it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 import asyncpg
 import pytest
 
-from lockgate.storage import Store, open_store
+from lockgate.storage import Store, migrations, open_store
 
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
@@ -148,3 +148,18 @@ def store(backend: Backend, run: Run[Any]) -> Iterator[Store]:
         yield opened
     finally:
         run(opened.close())
+
+
+def make_old_database(backend: Backend, run: Run[Any], version: int, *rows: str) -> None:
+    """Create ``backend``'s database at schema ``version`` (only the first ``version`` migrations), then run
+    ``rows``: raw INSERT statements, since today's store writes columns an older schema lacks. Timestamps in
+    them are ISO-8601 UTC text with microseconds, which both backends read as the same instant."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:version])
+        patch.setattr(migrations, "LATEST_VERSION", version)
+        old = run(backend.open())
+        run(old.close())
+    for sql in rows:
+        run(backend.execute(sql))
+    versions = run(backend.fetch("SELECT version FROM lockgate_schema ORDER BY version"))
+    assert versions == [(v,) for v in range(1, version + 1)]

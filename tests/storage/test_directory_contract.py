@@ -20,7 +20,7 @@ from lockgate.storage import (
     UserRecord,
     migrations,
 )
-from tests.storage.conftest import Backend, Run
+from tests.storage.conftest import Backend, Run, make_old_database
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 
@@ -98,6 +98,8 @@ FULL_TEAM = make_team(
     created_at=AWARE,
     updated_at=AWARE,
     spend=3.25,
+    model_aliases={"gpt-4": "gpt-4o", "ünï": "çødé"},
+    soft_budget=200,
 )
 FULL_USER = make_user(
     1,
@@ -145,7 +147,9 @@ def test_team_round_trip(store: Store, run: Run[Any]) -> None:
     run(store.insert_team(bare))
     got_bare = run(store.get_team("team-2"))
     assert got_bare == bare and got_bare is not None and got_bare.spend == 0.0 and got_bare.blocked is False
+    assert got_bare.model_aliases == {} and got_bare.soft_budget is None
     assert run(store.get_team("team-404")) is None
+    assert run(store.list_teams()) == [got_bare, got]  # FULL_TEAM was created later (AWARE)
 
 
 def test_user_round_trip(store: Store, run: Run[Any]) -> None:
@@ -180,6 +184,10 @@ def test_every_user_role_round_trips(store: Store, run: Run[Any]) -> None:
         (make_team(1, blocked=1), "blocked"),
         (make_team(1, team_id="a\x00b"), "team_id"),
         (make_team(1, spend=None), "spend"),
+        (make_team(1, model_aliases={"a": 1}), "model_aliases"),
+        (make_team(1, model_aliases={"a": ""}), "model_aliases"),
+        (make_team(1, model_aliases=[]), "model_aliases"),
+        (make_team(1, soft_budget="10"), "soft_budget"),
         (make_user(1, user_role="root"), "user_role"),
         (make_user(1, user_email=b"a@b"), "user_email"),
         (make_user(1, metadata={"k": "nul\x00"}), "metadata"),
@@ -298,6 +306,24 @@ def test_updates_change_only_the_named_fields(store: Store, run: Run[Any]) -> No
         FULL_USER, user_role="internal_user_viewer", spend=7.0, user_email=None, updated_at=user.updated_at
     )
     assert user == expected_user and run(store.get_user("user-1")) == expected_user
+
+
+def test_team_model_aliases_and_soft_budget_update(store: Store, run: Run[Any]) -> None:
+    run(store.insert_org(FULL_ORG))
+    run(store.insert_team(FULL_TEAM))
+    team = run(store.update_team("team-1", model_aliases={"fast": "gpt-4o-mini"}, soft_budget=12.5))
+    assert team is not None
+    expected = dataclasses.replace(
+        FULL_TEAM, model_aliases={"fast": "gpt-4o-mini"}, soft_budget=12.5, updated_at=team.updated_at
+    )
+    assert team == expected and run(store.get_team("team-1")) == expected
+    team = run(store.update_team("team-1", model_aliases={}, soft_budget=None))
+    assert team is not None and (team.model_aliases, team.soft_budget) == ({}, None)
+    assert run(store.get_team("team-1")) == team
+    for bad in ({"model_aliases": {"x": 3}}, {"model_aliases": None}, {"soft_budget": "1"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            run(store.update_team("team-1", **bad))
+    assert run(store.get_team("team-1")) == team
 
 
 def test_update_missing_is_none(store: Store, run: Run[Any]) -> None:
@@ -464,6 +490,27 @@ def test_add_member_needs_the_team_and_the_user(store: Store, run: Run[Any]) -> 
     assert run(store.list_members("team-1")) == []
 
 
+def test_get_member(store: Store, run: Run[Any]) -> None:
+    _directory(store, run)
+    assert run(store.get_member("team-1", "user-1")) is None
+    run(store.add_member("team-1", "user-1", "user"))
+    run(store.add_member("team-2", "user-2", "admin"))
+    assert run(store.get_member("team-1", "user-1")) == TeamMember("team-1", "user-1", "user")
+    assert run(store.get_member("team-2", "user-2")) == TeamMember("team-2", "user-2", "admin")
+    assert run(store.get_member("team-1", "user-2")) is None  # a member of another team
+    assert run(store.get_member("team-2", "user-1")) is None
+    assert run(store.get_member("team-404", "user-404")) is None
+    run(store.add_member("team-1", "user-1", "admin"))
+    assert run(store.get_member("team-1", "user-1")) == TeamMember("team-1", "user-1", "admin")
+    run(store.remove_member("team-1", "user-1"))
+    assert run(store.get_member("team-1", "user-1")) is None
+    run(store.delete_users(["user-2"]))
+    assert run(store.get_member("team-2", "user-2")) is None
+    for args, field in ((("", "user-1"), "team_id"), (("team-1", "nul\x00"), "user_id")):
+        with pytest.raises(ValueError, match=field):
+            run(store.get_member(*args))
+
+
 def test_teams_of_and_list_users_by_team(store: Store, run: Run[Any]) -> None:
     _directory(store, run)
     run(store.add_member("team-3", "user-1", "user"))
@@ -516,6 +563,104 @@ def test_deleting_a_user_removes_its_memberships(store: Store, run: Run[Any], ba
     assert run(store.delete_users([])) == 0
 
 
+# --- a user with its first key ----------------------------------------------------------------------
+
+
+def make_key(n: int = 0, **fields: Any) -> KeyRecord:
+    values: dict[str, Any] = {
+        "token_hash": f"{n:064x}",
+        "key_name": f"sk-...{n:04d}",
+        "key_alias": None,
+        "user_id": f"user-{n}",
+        "team_id": None,
+        "models": (),
+        "max_budget": None,
+        "budget_duration": None,
+        "tpm_limit": None,
+        "rpm_limit": None,
+        "max_parallel_requests": None,
+        "metadata": {},
+        "blocked": False,
+        "expires": None,
+        "created_at": T0 + timedelta(seconds=n),
+        "updated_at": T0 + timedelta(seconds=n),
+        "created_by": "master_key",
+    }
+    values.update(fields)
+    return KeyRecord(**values)
+
+
+def test_insert_user_with_its_first_key(store: Store, run: Run[Any]) -> None:
+    key = make_key(1, key_alias="ada-first", aliases={"gpt-4": "gpt-4o"}, allowed_routes=("/chat/completions",))
+    run(store.insert_user(FULL_USER, key))
+    assert run(store.get_user("user-1")) == FULL_USER
+    assert run(store.get_key(key.token_hash)) == key
+    assert run(store.list_keys(user_id="user-1")) == [key]
+    run(store.insert_user(make_user(2), None))  # no key: as before
+    assert run(store.list_users()) == [FULL_USER, make_user(2)]
+    assert run(store.list_keys()) == [key]
+
+
+def _nothing_written(store: Store, run: Run[Any], user_id: str, token_hash: str) -> None:
+    assert run(store.get_user(user_id)) is None
+    assert run(store.get_key(token_hash)) is None
+
+
+def test_insert_user_with_key_writes_neither_on_a_user_conflict(store: Store, run: Run[Any]) -> None:
+    run(store.insert_user(make_user(1, user_email="ada@example.com")))
+    with pytest.raises(Conflict) as info:
+        run(store.insert_user(make_user(2, user_email="ada@example.com"), make_key(2)))
+    assert info.value.field == "user_email"
+    _nothing_written(store, run, "user-2", make_key(2).token_hash)
+    with pytest.raises(Conflict) as info:
+        run(store.insert_user(make_user(1), make_key(3)))
+    assert info.value.field == "user_id"
+    assert run(store.get_key(make_key(3).token_hash)) is None
+    assert run(store.list_keys()) == [] and run(store.list_users()) == [make_user(1, user_email="ada@example.com")]
+
+
+def test_insert_user_with_key_writes_neither_on_a_key_conflict(store: Store, run: Run[Any]) -> None:
+    taken = make_key(9, key_alias="taken")
+    run(store.insert_key(taken))
+    with pytest.raises(Conflict) as info:
+        run(store.insert_user(make_user(2), make_key(2, key_alias="taken")))
+    assert info.value.field == "key_alias"
+    _nothing_written(store, run, "user-2", make_key(2).token_hash)
+    with pytest.raises(Conflict) as info:
+        run(store.insert_user(make_user(3), make_key(9, key_alias="fresh")))
+    assert info.value.field == "token_hash"
+    assert run(store.get_user("user-3")) is None
+    assert run(store.list_keys()) == [taken] and run(store.list_users()) == []
+    run(store.insert_user(make_user(2), make_key(2, key_alias="fresh")))  # the failures left nothing behind
+    assert run(store.get_key(make_key(2).token_hash)) == make_key(2, key_alias="fresh")
+
+
+def test_insert_user_with_an_invalid_key_is_refused_before_sql(store: Store, run: Run[Any]) -> None:
+    for key, field in (
+        (make_key(2, aliases={"a": 1}), "aliases"),
+        (make_key(2, model_rpm_limit={"m": -1}), "model_rpm_limit"),
+        (make_key(2, token_hash=""), "token_hash"),
+    ):
+        with pytest.raises(ValueError, match=field):
+            run(store.insert_user(make_user(2), key))
+    _nothing_written(store, run, "user-2", make_key(2).token_hash)
+
+
+def test_concurrent_user_inserts_sharing_a_key_alias(store: Store, run: Run[Any]) -> None:
+    async def race() -> list[Any]:
+        return await asyncio.gather(
+            *(store.insert_user(make_user(n), make_key(n, key_alias="same")) for n in range(1, 7)),
+            return_exceptions=True,
+        )
+
+    results = run(race())
+    assert results.count(None) == 1
+    conflicts = [r for r in results if r is not None]
+    assert len(conflicts) == 5 and all(isinstance(r, Conflict) and r.field == "key_alias" for r in conflicts)
+    users, keys = run(store.list_users()), run(store.list_keys())
+    assert len(users) == 1 and len(keys) == 1 and keys[0].user_id == users[0].user_id
+
+
 # --- hostile values, concurrency, migration ----------------------------------------------------------
 
 HOSTILE = ("'; DROP TABLE teams; --", "' OR '1'='1", 'x" OR "1"="1', "$1", "?", ":team_id", "%s", "\\'")
@@ -526,6 +671,7 @@ def test_sql_shaped_ids_are_stored_verbatim(store: Store, run: Run[Any], backend
         org = make_org(n, organization_id=text, organization_alias=text, metadata={text: text})
         team = make_team(n, team_id=text, team_alias=text, organization_id=text, budget_duration=text)
         user = make_user(n, user_id=text, user_email=text, user_alias=text, models=(text,))
+        team = dataclasses.replace(team, model_aliases={text: text})
         run(store.insert_org(org))
         run(store.insert_team(team))
         run(store.insert_user(user))
@@ -536,6 +682,7 @@ def test_sql_shaped_ids_are_stored_verbatim(store: Store, run: Run[Any], backend
         assert run(store.add_member(text, text, "admin")) == TeamMember(text, text, "admin")
         assert run(store.list_members(text)) == [TeamMember(text, text, "admin")]
         assert run(store.teams_of(text)) == [text]
+        assert run(store.get_member(text, text)) == TeamMember(text, text, "admin")
         assert run(store.list_users(team_id=text)) == [user]
         updated = run(store.update_team(text, team_alias=text + "!"))
         assert updated is not None and updated.team_alias == text + "!"
@@ -567,21 +714,15 @@ def test_concurrent_member_upserts_and_team_inserts(store: Store, run: Run[Any])
     assert len(members) == 1 and members[0].role in ("admin", "user")
 
 
-def test_a_version_1_database_is_upgraded_keeping_its_keys(
-    backend: Backend, run: Run[Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_version_1_database_is_upgraded_keeping_its_keys(backend: Backend, run: Run[Any]) -> None:
     key = KeyRecord(
         token_hash="b" * 64, key_name="sk-...bbbb", key_alias="old", user_id=None, team_id=None, models=(),
         max_budget=None, budget_duration=None, tpm_limit=None, rpm_limit=None, max_parallel_requests=None,
         metadata={}, blocked=False, expires=None, created_at=T0, updated_at=T0,
     )  # fmt: skip
-    with monkeypatch.context() as patch:
-        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
-        patch.setattr(migrations, "LATEST_VERSION", 1)
-        old = run(backend.open())
-        run(old.insert_key(key))
-        run(old.close())
-    assert run(backend.fetch("SELECT version FROM lockgate_schema ORDER BY version")) == [(1,)]
+    row = f"""INSERT INTO keys (token_hash, key_name, key_alias, created_at, updated_at)
+        VALUES ('{"b" * 64}', 'sk-...bbbb', 'old', '{T0.isoformat()}', '{T0.isoformat()}')"""  # as version 1 wrote it
+    make_old_database(backend, run, 1, row)
     store = run(backend.open())
     try:
         versions = [(v,) for v in range(1, migrations.LATEST_VERSION + 1)]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from lockgate.storage import Conflict, EndUserRecord, Store, migrations
-from tests.storage.conftest import Backend, Run
+from tests.storage.conftest import Backend, Run, make_old_database
 from tests.storage.test_directory_contract import make_org, make_team, make_user
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
@@ -217,22 +217,22 @@ def test_concurrent_blocks_and_duplicate_inserts(store: Store, run: Run[Any]) ->
     assert len({e.blocked for e in run(store.list_end_users()) if e.user_id in ids}) == 1  # whole statements
 
 
-def test_a_version_2_database_is_upgraded_keeping_its_rows(
-    backend: Backend, run: Run[Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with monkeypatch.context() as patch:
-        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
-        patch.setattr(migrations, "LATEST_VERSION", 2)
-        old = run(backend.open())
-        run(old.insert_org(make_org(1)))
-        run(old.insert_team(make_team(1, organization_id="org-1")))
-        run(old.insert_user(make_user(1)))
-        run(old.add_member("team-1", "user-1", "admin"))
-        run(old.close())
-    assert run(backend.fetch("SELECT version FROM lockgate_schema ORDER BY version")) == [(1,), (2,)]
+def test_a_version_2_database_is_upgraded_keeping_its_rows(backend: Backend, run: Run[Any]) -> None:
+    t1 = make_org(1).created_at.isoformat()  # make_org(1), make_team(1) and make_user(1) share this time
+    make_old_database(
+        backend,
+        run,
+        2,  # the rows as version 2 wrote them
+        f"INSERT INTO organizations (organization_id, created_at, updated_at) VALUES ('org-1', '{t1}', '{t1}')",
+        f"""INSERT INTO teams (team_id, organization_id, created_at, updated_at)
+            VALUES ('team-1', 'org-1', '{t1}', '{t1}')""",
+        f"INSERT INTO users (user_id, created_at, updated_at) VALUES ('user-1', '{t1}', '{t1}')",
+        f"INSERT INTO team_members (team_id, user_id, role, created_at) VALUES ('team-1', 'user-1', 'admin', '{t1}')",
+    )
     store = run(backend.open())
     try:
-        assert run(backend.fetch("SELECT version FROM lockgate_schema ORDER BY version")) == [(1,), (2,), (3,)]
+        versions = [(v,) for v in range(1, migrations.LATEST_VERSION + 1)]
+        assert run(backend.fetch("SELECT version FROM lockgate_schema ORDER BY version")) == versions
         assert run(store.get_org("org-1")) == make_org(1)
         assert run(store.get_team("team-1")) == make_team(1, organization_id="org-1")
         assert run(store.get_user("user-1")) == make_user(1)

@@ -55,6 +55,15 @@ FULL = make_key(
     blocked=True,
     expires=datetime(2027, 6, 30, 12, 0, tzinfo=timezone(timedelta(hours=2))),  # stored and read back as UTC
     spend=3.25,
+    aliases={"gpt-4": "gpt-4o", "fast": "anthropic/claude-haiku", "ünï": "çødé"},
+    allowed_routes=("/chat/completions", "/v1/*", "llm_api_routes"),
+    soft_budget=10,  # an int is a number too
+    model_max_budget={"gpt-4o": 5.5, "mini": 0},
+    model_rpm_limit={"gpt-4o": 60, "mini": 0},
+    model_tpm_limit={"gpt-4o": 100_000},
+    organization_id="org-1",
+    created_by="master_key",
+    updated_by="u-1",
 )
 
 
@@ -78,6 +87,20 @@ def test_none_values_and_defaults_round_trip(store: Store, run: Run[Any]) -> Non
     got = run(store.get_key(key.token_hash))
     assert got == key
     assert got is not None and got.models == () and got.metadata == {} and got.spend == 0.0
+    assert (got.aliases, got.allowed_routes, got.soft_budget) == ({}, (), None)
+    assert (got.model_max_budget, got.model_rpm_limit, got.model_tpm_limit) == ({}, {}, {})
+    assert (got.organization_id, got.created_by, got.updated_by) == (None, None, None)
+
+
+def test_new_fields_round_trip_with_their_types(store: Store, run: Run[Any]) -> None:
+    run(store.insert_key(FULL))
+    got = run(store.get_key(FULL.token_hash))
+    assert got is not None
+    assert isinstance(got.allowed_routes, tuple) and got.allowed_routes == FULL.allowed_routes
+    assert got.aliases == FULL.aliases and got.model_max_budget == {"gpt-4o": 5.5, "mini": 0}
+    assert all(type(v) is int for v in (*got.model_rpm_limit.values(), *got.model_tpm_limit.values()))
+    assert got.soft_budget == 10.0
+    assert run(store.list_keys(user_id="u-1")) == [got]
 
 
 def test_get_missing_is_none(store: Store, run: Run[Any]) -> None:
@@ -115,6 +138,46 @@ def test_invalid_values_are_refused_before_sql(store: Store, run: Run[Any]) -> N
     assert run(store.list_keys()) == []
 
 
+BAD_NEW_VALUES = [
+    ("aliases", {"a": 1}),
+    ("aliases", {"a": ""}),
+    ("aliases", {"a": None}),
+    ("aliases", {1: "a"}),
+    ("aliases", {"a": "nul\x00"}),
+    ("aliases", [("a", "b")]),
+    ("allowed_routes", "/chat/completions"),
+    ("allowed_routes", ("/a", 1)),
+    ("soft_budget", "10"),
+    ("soft_budget", True),
+    ("model_max_budget", {"m": -1}),
+    ("model_max_budget", {"m": "1"}),
+    ("model_max_budget", {"m": None}),
+    ("model_rpm_limit", {"m": -1}),
+    ("model_rpm_limit", {"m": 1.5}),
+    ("model_rpm_limit", {"m": True}),
+    ("model_tpm_limit", {"m": "10"}),
+    ("model_tpm_limit", {None: 10}),
+    ("model_tpm_limit", None),
+    ("organization_id", 5),
+    ("created_by", b"u-1"),
+    ("updated_by", "nul\x00"),
+    ("metadata", {"k": "nul\x00"}),  # JSONB cannot hold it: refused by both backends alike
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_NEW_VALUES)
+def test_invalid_new_fields_are_refused_on_insert_and_update(
+    store: Store, run: Run[Any], field: str, value: Any
+) -> None:
+    with pytest.raises(ValueError, match=field):
+        run(store.insert_key(make_key(2, **{field: value})))
+    assert run(store.get_key(make_key(2).token_hash)) is None
+    run(store.insert_key(FULL))
+    with pytest.raises(ValueError, match=field):
+        run(store.update_key(FULL.token_hash, **{field: value}))
+    assert run(store.get_key(FULL.token_hash)) == FULL
+
+
 # --- update ------------------------------------------------------------------------------------------
 
 
@@ -129,6 +192,36 @@ def test_update_changes_only_the_named_fields(store: Store, run: Run[Any]) -> No
     )
     assert updated == expected
     assert run(store.get_key(FULL.token_hash)) == expected
+
+
+NEW_FIELD_CHANGES = [
+    ("aliases", {"other": "gpt-4o-mini"}, {"other": "gpt-4o-mini"}),
+    ("aliases", {}, {}),
+    ("allowed_routes", ["/embeddings"], ("/embeddings",)),  # a list is taken, like models
+    ("allowed_routes", (), ()),
+    ("soft_budget", 2.5, 2.5),
+    ("soft_budget", None, None),
+    ("model_max_budget", {"gpt-4o": 1, "x": 0.25}, {"gpt-4o": 1, "x": 0.25}),
+    ("model_max_budget", {}, {}),
+    ("model_rpm_limit", {"x": 7}, {"x": 7}),
+    ("model_tpm_limit", {"x": 0, "y": 10**12}, {"x": 0, "y": 10**12}),
+    ("organization_id", "org-2", "org-2"),
+    ("organization_id", None, None),
+    ("created_by", None, None),
+    ("updated_by", "admin-7", "admin-7"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "stored"), NEW_FIELD_CHANGES)
+def test_update_each_new_field(store: Store, run: Run[Any], field: str, value: Any, stored: Any) -> None:
+    run(store.insert_key(FULL))
+    run(store.insert_key(make_key(2)))
+    updated = run(store.update_key(FULL.token_hash, **{field: value}))
+    assert updated is not None and getattr(updated, field) == stored
+    expected = dataclasses.replace(FULL, **{field: stored}, updated_at=updated.updated_at)
+    assert updated == expected and updated.updated_at > FULL.updated_at
+    assert run(store.get_key(FULL.token_hash)) == expected
+    assert run(store.get_key(make_key(2).token_hash)) == make_key(2)  # nothing else moved
 
 
 def test_update_missing_key_is_none(store: Store, run: Run[Any]) -> None:
@@ -274,7 +367,11 @@ HOSTILE = ("'; DROP TABLE keys; --", "' OR '1'='1", 'x" OR "1"="1', "$1", "?", "
 
 def test_sql_shaped_values_are_stored_verbatim(store: Store, run: Run[Any], backend: Backend) -> None:
     for n, text in enumerate(HOSTILE):
-        key = make_key(n, key_alias=text, user_id=text, team_id=text, key_name=text, metadata={text: text})
+        key = make_key(
+            n, key_alias=text, user_id=text, team_id=text, key_name=text, metadata={text: text},
+            aliases={text: text}, allowed_routes=(text,), model_rpm_limit={text: n}, organization_id=text,
+            created_by=text, updated_by=text,
+        )  # fmt: skip
         run(store.insert_key(key))
         assert run(store.get_key(key.token_hash)) == key
         assert run(store.list_keys(user_id=text)) == [key]
