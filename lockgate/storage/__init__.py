@@ -1,7 +1,7 @@
 """Durable state (virtual keys; organizations, teams, members, users; end users; deployments added through the
 API; later spend) behind one interface.
 
-    base.py        the records, the KeyStore / DirectoryStore / EndUserStore / ModelStore / Store protocols, the error tree
+    base.py        the records, the Key / Directory / EndUser / Model / Store protocols, the error tree
     migrations.py  the schema as append-only numbered migrations; upgrade()
     sqlite.py      the default backend: one file, zero setup
     postgres.py    PostgreSQL through an asyncpg pool

@@ -270,9 +270,10 @@ class DirectoryStore(Protocol):
         """Delete these organizations; how many existed. :class:`Conflict` (field ``organization_id``, nothing
         deleted) if a team still belongs to one of them."""
 
-    async def insert_team(self, team: TeamRecord) -> None:
-        """Store a new team; :class:`Conflict` if its team_id or team_alias exists, :class:`NotFoundError`
-        (``organization_id``) if it names an organization that does not exist."""
+    async def insert_team(self, team: TeamRecord, members: Sequence[TeamMember] = ()) -> None:
+        """Store a new team, and its first members, in one transaction; :class:`Conflict` if its team_id or
+        team_alias exists, :class:`NotFoundError` (``organization_id`` / ``user_id``) if it names an
+        organization or a member user that does not exist; nothing is written then."""
 
     async def get_team(self, team_id: str) -> TeamRecord | None:
         """The team with this id, or None."""

@@ -484,14 +484,22 @@ class SqliteStore:
 
     # --- teams -----------------------------------------------------------------------------------
 
-    async def insert_team(self, team: TeamRecord) -> None:
+    async def insert_team(self, team: TeamRecord, members: Sequence[TeamMember] = ()) -> None:
         check_record(team)
         row = _directory_row(team)
+        for member in members:
+            check_member(member)
+            if member.team_id != team.team_id:
+                raise ValueError("a new team's members must name its team_id")
         try:
             async with self._transaction() as conn:
                 if team.organization_id is not None and not await self._exists(conn, _ORG_EXISTS, team.organization_id):
                     raise NotFoundError("organization_id")
                 await conn.execute(_INSERT_TEAM, row)
+                for member in members:
+                    if not await self._exists(conn, _USER_EXISTS, member.user_id):
+                        raise NotFoundError("user_id")
+                    await conn.execute(_UPSERT_MEMBER, (team.team_id, member.user_id, member.role, _time(utc_now())))
         except sqlite3.IntegrityError as exc:
             raise _directory_conflict(exc, "team_alias", "team_id") from None
 

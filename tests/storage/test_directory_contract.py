@@ -732,3 +732,25 @@ def test_a_version_1_database_is_upgraded_keeping_its_keys(backend: Backend, run
         assert run(store.list_orgs()) == [make_org(1)]
     finally:
         run(store.close())
+
+
+def test_insert_team_with_its_first_members(store: Store, run: Run[Any]) -> None:
+    run(store.insert_user(make_user(1)))
+    run(store.insert_user(make_user(2)))
+    members = [TeamMember("team-1", "user-1", "admin"), TeamMember("team-1", "user-2", "user")]
+    run(store.insert_team(make_team(1), members))
+    assert run(store.list_members("team-1")) == members
+    # a member naming no user: neither the team nor any member is written
+    with pytest.raises(NotFoundError) as missing:
+        run(
+            store.insert_team(
+                make_team(2), [TeamMember("team-2", "user-1", "user"), TeamMember("team-2", "nobody", "user")]
+            )
+        )
+    assert missing.value.field == "user_id"
+    assert run(store.get_team("team-2")) is None and run(store.teams_of("user-1")) == ["team-1"]
+    with pytest.raises(ValueError, match="team_id"):  # members of some other team
+        run(store.insert_team(make_team(3), [TeamMember("team-1", "user-1", "user")]))
+    with pytest.raises(ValueError, match="role"):
+        run(store.insert_team(make_team(3), [TeamMember("team-3", "user-1", "owner")]))
+    assert run(store.get_team("team-3")) is None
