@@ -5,13 +5,17 @@ Every request takes the same path::
     route lookup (unknown path: 404, before auth) → method check (405) → authenticate (401)
       → handler (api/*) → errors rendered in the route's dialect, never a traceback
 
-Each route declares who may call it (``public``, ``key`` or ``admin``); a route without a declaration
-cannot be added. Lifespan start-up opens the pooled upstream client; shutdown closes it after the server
+Each route declares who may call it (``public``, ``key``, ``member``, ``viewer`` or ``admin``: see
+:data:`lockgate.auth.Permission`) and what kind of route it is (for a key's ``allowed_routes``); a route
+without a declaration cannot be added. Handlers of ``member`` routes scope what they show or change to the
+caller's own keys and teams. Lifespan start-up opens the pooled upstream client; shutdown closes it after the server
 has drained in-flight requests.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lockgate.api import anthropic, bedrock, customers, directory, health, keys, openai
+from lockgate.api import anthropic, bedrock, customers, directory, health, keys, models, openai
 from lockgate.asgi import Receive, Request, Scope, Send
-from lockgate.auth import Authenticator
+from lockgate.auth import Authenticator, Permission, RouteKind
 from lockgate.config import Settings
+from lockgate.dbmodels import DbModels
 from lockgate.dialects.thinking import ThinkingMemory
 from lockgate.errors import (
     GatewayError,
@@ -30,7 +35,6 @@ from lockgate.errors import (
     InternalError,
     MethodNotAllowed,
     NotFound,
-    PermissionDenied,
     describe,
 )
 from lockgate.invalidation import KeyInvalidation
@@ -46,7 +50,6 @@ log = logging.getLogger("lockgate")
 MAX_HEADERS = 100
 
 Handler = Callable[["Gateway", Request], Awaitable[None]]
-Permission = Literal["public", "key", "admin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,7 @@ class Route:
     methods: dict[str, Handler]
     permission: Permission
     dialect: Literal["openai", "anthropic", "bedrock"] = "openai"
+    kind: RouteKind = "management"
 
 
 def _routes() -> dict[str, Route]:
@@ -63,42 +67,51 @@ def _routes() -> dict[str, Route]:
         for path in paths:
             routes[path] = route
 
-    add(("/v1/chat/completions", "/chat/completions"), Route({"POST": openai.chat_completions}, "key"))
-    add(("/v1/embeddings", "/embeddings"), Route({"POST": openai.embeddings}, "key"))
-    add(("/v1/messages",), Route({"POST": anthropic.messages}, "key", "anthropic"))
-    add(("/v1/messages/count_tokens",), Route({"POST": anthropic.count_tokens}, "key", "anthropic"))
-    add(("/v1/models", "/models"), Route({"GET": openai.list_models}, "key"))
-    add(("/v1/model/info", "/model/info"), Route({"GET": openai.model_info}, "key"))
-    add(("/key/generate",), Route({"POST": keys.generate}, "admin"))
-    add(("/key/info",), Route({"GET": keys.info}, "key"))
-    add(("/key/list",), Route({"GET": keys.list_keys}, "admin"))
-    add(("/key/update",), Route({"POST": keys.update}, "admin"))
-    add(("/key/delete",), Route({"POST": keys.delete}, "admin"))
-    add(("/key/block",), Route({"POST": keys.block}, "admin"))
-    add(("/key/regenerate",), Route({"POST": keys.regenerate}, "admin"))
+    add(("/v1/chat/completions", "/chat/completions"), Route({"POST": openai.chat_completions}, "key", kind="llm"))
+    add(("/v1/embeddings", "/embeddings"), Route({"POST": openai.embeddings}, "key", kind="llm"))
+    add(("/v1/messages",), Route({"POST": anthropic.messages}, "key", "anthropic", kind="llm"))
+    add(("/v1/messages/count_tokens",), Route({"POST": anthropic.count_tokens}, "key", "anthropic", kind="llm"))
+    add(("/v1/models", "/models"), Route({"GET": openai.list_models}, "key", kind="llm"))
+    add(("/v1/model/info", "/model/info"), Route({"GET": openai.model_info}, "key", kind="info"))
+    add(("/model/new",), Route({"POST": models.model_new}, "admin"))
+    add(("/model/update",), Route({"POST": models.model_update}, "admin"))
+    add(("/model/delete",), Route({"POST": models.model_delete}, "admin"))
+    add(("/key/info",), Route({"GET": keys.info}, "key", kind="info"))
+    managed: tuple[tuple[str, str, Handler, Permission], ...] = (
+        ("/key/generate", "POST", keys.generate, "member"), ("/key/list", "GET", keys.list_keys, "member"),
+        ("/key/update", "POST", keys.update, "member"), ("/key/delete", "POST", keys.delete, "member"),
+        ("/key/block", "POST", keys.block, "member"), ("/key/unblock", "POST", keys.unblock, "member"),
+        ("/key/regenerate", "POST", keys.regenerate, "member"),
+        ("/user/new", "POST", directory.user_new, "admin"), ("/user/info", "GET", directory.user_info, "member"),
+        ("/user/update", "POST", directory.user_update, "admin"),
+        ("/user/list", "GET", directory.user_list, "viewer"),
+        ("/user/delete", "POST", directory.user_delete, "admin"), ("/team/new", "POST", directory.team_new, "admin"),
+        ("/team/info", "GET", directory.team_info, "member"),
+        ("/team/update", "POST", directory.team_update, "admin"),
+        ("/team/list", "GET", directory.team_list, "member"), ("/team/delete", "POST", directory.team_delete, "admin"),
+        ("/team/member_add", "POST", directory.member_add, "member"),
+        ("/team/member_delete", "POST", directory.member_delete, "member"),
+        ("/team/block", "POST", directory.team_block, "admin"),
+        ("/team/unblock", "POST", directory.team_unblock, "admin"),
+        ("/organization/new", "POST", directory.org_new, "admin"),
+        ("/organization/info", "GET", directory.org_info, "viewer"),
+        ("/organization/list", "GET", directory.org_list, "viewer"),
+        ("/organization/update", "POST", directory.org_update, "admin"),
+        ("/organization/delete", "POST", directory.org_delete, "admin"),
+    )  # fmt: skip
+    for path, method, handler, permission in managed:
+        add((path,), Route({method: handler}, permission, kind="info" if method == "GET" else "management"))
     for name, method, handler in (
         ("new", "POST", customers.new), ("info", "GET", customers.info), ("update", "POST", customers.update),
         ("list", "GET", customers.list_end_users), ("delete", "POST", customers.delete),
         ("block", "POST", customers.block), ("unblock", "POST", customers.unblock),
     ):  # fmt: skip
-        add((f"/customer/{name}", f"/end_user/{name}"), Route({method: handler}, "admin"))
-    add(("/key/unblock",), Route({"POST": keys.unblock}, "admin"))
-    for path, method, handler in (
-        ("/user/new", "POST", directory.user_new), ("/user/info", "GET", directory.user_info),
-        ("/user/update", "POST", directory.user_update), ("/user/list", "GET", directory.user_list),
-        ("/user/delete", "POST", directory.user_delete), ("/team/new", "POST", directory.team_new),
-        ("/team/info", "GET", directory.team_info), ("/team/update", "POST", directory.team_update),
-        ("/team/list", "GET", directory.team_list), ("/team/delete", "POST", directory.team_delete),
-        ("/team/member_add", "POST", directory.member_add), ("/team/member_delete", "POST", directory.member_delete),
-        ("/organization/new", "POST", directory.org_new), ("/organization/info", "GET", directory.org_info),
-        ("/organization/list", "GET", directory.org_list), ("/organization/update", "POST", directory.org_update),
-        ("/organization/delete", "POST", directory.org_delete), ("/team/block", "POST", directory.team_block),
-        ("/team/unblock", "POST", directory.team_unblock),
-    ):  # fmt: skip
-        add((path,), Route({method: handler}, "admin"))
-    add(("/health/liveliness", "/health/liveness"), Route({"GET": health.liveliness}, "public"))
-    add(("/health/readiness",), Route({"GET": health.readiness}, "public"))
-    add(("/health",), Route({"GET": health.health}, "admin"))
+        route = Route({method: handler}, "viewer" if method == "GET" else "admin",
+                      kind="info" if method == "GET" else "management")  # fmt: skip
+        add((f"/customer/{name}", f"/end_user/{name}"), route)
+    add(("/health/liveliness", "/health/liveness"), Route({"GET": health.liveliness}, "public", kind="health"))
+    add(("/health/readiness",), Route({"GET": health.readiness}, "public", kind="health"))
+    add(("/health",), Route({"GET": health.health}, "admin", kind="health"))
     return routes
 
 
@@ -110,7 +123,8 @@ class Gateway:
         self.router = Router(settings)
         self.auth = Authenticator(settings.master_key, cache_ttl=settings.key_cache_ttl)
         self.routes = _routes()
-        self._bedrock = Route({"POST": bedrock.passthrough}, "key", "bedrock")
+        self._bedrock = Route({"POST": bedrock.passthrough}, "key", "bedrock", kind="llm")
+        self._regenerate = Route({"POST": keys.regenerate}, "member")
         self.body_limit = int(settings.max_request_size_mb * 1024 * 1024)
         self.sinks = sinks
         self.started_at = int(time.time())
@@ -119,6 +133,23 @@ class Gateway:
         self.invalidation: KeyInvalidation | None = None
         self._http: HttpClient | None = None
         self._store: Store | None = None
+        self._groups: dict[str, frozenset[str]] = {}
+        self._groups_of: Router | None = None
+        self.db_models = DbModels(settings)
+        self._models_task: asyncio.Task[None] | None = None
+
+    @property
+    def access_groups(self) -> dict[str, frozenset[str]]:
+        """``model_info.access_groups`` of the current deployments: group name -> the model names in it."""
+        router = self.router
+        if self._groups_of is not router:
+            groups: dict[str, set[str]] = {}
+            for target in router.targets():
+                for group in target.deployment.model_info.get("access_groups") or ():
+                    groups.setdefault(str(group), set()).add(target.deployment.model_name)
+            self._groups = {name: frozenset(models) for name, models in groups.items()}
+            self._groups_of = router
+        return self._groups
 
     @property
     def http(self) -> HttpClient:
@@ -139,6 +170,10 @@ class Gateway:
             url = self.settings.database_url.reveal() if self.settings.database_url else None
             self._store = await open_store(url, sqlite_path=Path(self.settings.sqlite_path))
             self.auth.attach(self._store)
+            await self.reload_models()
+        if self._models_task is None:  # instances without Redis converge within this period
+            reload = self.db_models.keep_fresh(self.reload_models, self.settings.key_cache_ttl)
+            self._models_task = asyncio.get_running_loop().create_task(reload)
         if self.settings.redis_url is not None and not self.thinking.shared:
             import redis.asyncio
 
@@ -147,11 +182,16 @@ class Gateway:
             self.thinking = ThinkingMemory(redis=client)
             # the subscriber blocks on its connection between messages: it gets one without a read timeout
             listener = redis.asyncio.from_url(url, socket_connect_timeout=0.5)
-            self.invalidation = KeyInvalidation(listener, self.auth.forget)
+            self.invalidation = KeyInvalidation(listener, self.auth.forget, self.db_models.wake)
             self.invalidation.start()
 
     async def shutdown(self) -> None:
         self.draining = True
+        if self._models_task is not None:
+            self._models_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._models_task
+            self._models_task = None
         await self.thinking.close()
         if self.invalidation is not None:
             await self.invalidation.close()
@@ -161,6 +201,20 @@ class Gateway:
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+    async def reload_models(self) -> None:
+        """Serve the database's models (``/model/new``) beside the config file's: a new router when they
+        changed; requests under way keep the router they started with."""
+        async with self.db_models.lock:
+            found = await self.db_models.load(self.store)
+            if found is not None:
+                self.router = Router(self.settings, db_deployments=found)
+
+    async def models_changed(self) -> None:
+        """After ``/model/new|update|delete``: serve the change here at once, and tell the other instances."""
+        await self.reload_models()
+        if self.invalidation is not None:
+            await self.invalidation.publish_models()
 
     async def team_changed(self, team_id: str) -> None:
         """A team's settings reach its keys: every instance drops its cached keys."""
@@ -204,6 +258,8 @@ class Gateway:
         route = self.routes.get(req.path)
         if route is None and req.path.startswith(bedrock.PREFIX):
             route = self._bedrock
+        elif route is None and req.path.startswith("/key/") and req.path.endswith("/regenerate"):
+            route = self._regenerate  # /key/{key}/regenerate: the key named in the path
         try:
             if len(scope["headers"]) > MAX_HEADERS:
                 raise HeadersTooLarge(f"More than {MAX_HEADERS} request headers.")
@@ -217,8 +273,8 @@ class Gateway:
                 raise error
             if route.permission != "public":
                 req.principal = await self.auth.authenticate(req.headers)
-                if route.permission == "admin" and not req.principal.is_admin:
-                    raise PermissionDenied("This route needs an admin key.")
+                req.principal.check_route(req.path, route.kind)
+                req.principal.require(route.permission, write=req.method != "GET")
             await handler(self, req)
         except GatewayError as error:
             await self._send_error(req, route, error)

@@ -9,6 +9,12 @@ round trip; a blocked or deleted key stops working on this instance at once and 
 time. Unknown tokens are cached briefly too, so a flood of bad keys does not reach the database.
 Without a master key the gateway is open (and serves only loopback unless told otherwise): virtual keys,
 like LiteLLM's, need a master key to be made.
+
+A principal's role is ``proxy_admin`` for the master key, else its key's owner's ``user_role`` (None for a
+key without a known owner). :meth:`Principal.require` checks a route's :data:`Permission`,
+:meth:`Principal.check_route` the key's ``allowed_routes``, :meth:`Principal.check_model` its model lists
+(names, wildcards, access groups); per-record scoping (own keys, teams one administers) lives with the
+handlers in ``api/keys.py`` and ``api/directory.py``.
 """
 
 from __future__ import annotations
@@ -18,17 +24,60 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from lockgate.errors import AuthenticationFailed, PermissionDenied
 from lockgate.keys import hash_key
 from lockgate.secret import Secret
-from lockgate.storage.base import EndUserRecord, KeyRecord, Store, TeamRecord
+from lockgate.storage.base import EndUserRecord, KeyRecord, Store, TeamRecord, UserRecord
 
-__all__ = ["KEY_HEADERS", "Authenticator", "Principal", "presented_key"]
+__all__ = [
+    "ALL_PROXY_MODELS", "ALL_TEAM_MODELS", "KEY_HEADERS", "KEY_TYPES", "ROUTE_GROUPS", "Authenticator", "Permission",
+    "Principal", "RouteKind", "model_allowed", "presented_key",
+]  # fmt: skip
 
 KEY_HEADERS = ("authorization", "x-api-key", "x-litellm-api-key", "api-key")
 NEGATIVE_TTL = 5.0
 MAX_CACHED = 100_000
+
+
+Permission = Literal["public", "key", "member", "viewer", "admin"]
+"""Who may call a route: ``public`` anyone; ``key`` any valid key; ``member`` a key whose owner is a known user
+(or an admin: the handler then scopes what it shows or changes to the caller's own keys and teams); ``viewer``
+proxy admins and proxy-admin viewers; ``admin`` proxy admins only."""
+RouteKind = Literal["llm", "info", "management", "health"]
+"""What a route does, for a key's ``allowed_routes`` groups."""
+
+ROUTE_GROUPS: dict[str, frozenset[str]] = {
+    "llm_api_routes": frozenset({"llm"}),
+    "openai_routes": frozenset({"llm"}),
+    "info_routes": frozenset({"info"}),
+    "management_routes": frozenset({"management", "info"}),
+}
+"""Named groups a key's ``allowed_routes`` may hold (LiteLLM's names), and the route kinds each admits."""
+KEY_TYPES: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "llm_api": ("llm_api_routes",),
+    "management": ("management_routes",),
+    "read_only": ("info_routes",),
+}
+"""LiteLLM's ``key_type`` of ``/key/generate``, as the ``allowed_routes`` it stands for."""
+ALL_PROXY_MODELS = "all-proxy-models"
+ALL_TEAM_MODELS = "all-team-models"
+
+
+def model_allowed(model: str, allowed: tuple[str, ...], groups: Mapping[str, frozenset[str]]) -> bool:
+    """Whether a list of model names, wildcards (``anthropic/*``) and access groups admits ``model``; an empty
+    list admits everything."""
+    if not allowed:
+        return True
+    for entry in allowed:
+        if entry in (ALL_PROXY_MODELS, ALL_TEAM_MODELS) or model == entry or fnmatch.fnmatchcase(model, entry):
+            return True
+        members = groups.get(entry)
+        if members is not None and model in members:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,19 +86,111 @@ class Principal:
     """``master`` (the master key), ``key`` (a virtual key), or ``open`` (no master key: loopback-only)."""
     key: KeyRecord | None = None
     team: TeamRecord | None = None
+    user: UserRecord | None = None
+    """The key's owner, when the key names a user that exists."""
+
+    @property
+    def role(self) -> str | None:
+        """``proxy_admin`` for the master key (and an open gateway); else the owner's ``user_role``; None for a
+        key without a known owner (it may call models and ask about itself, nothing more)."""
+        if self.kind in ("master", "open"):
+            return "proxy_admin"
+        return self.user.user_role if self.user is not None else None
 
     @property
     def is_admin(self) -> bool:
-        return self.kind in ("master", "open")
+        return self.role == "proxy_admin"
 
-    def check_model(self, model: str) -> None:
-        """Raise :class:`PermissionDenied` unless both the key's and its team's model lists allow ``model``."""
-        for owner, allowed in (
-            ("key", self.key.models if self.key else ()),
-            ("team", self.team.models if self.team else ()),
-        ):
-            if allowed and not any(model == a or fnmatch.fnmatchcase(model, a) for a in allowed):
+    @property
+    def sees_all(self) -> bool:
+        """Proxy admins and proxy-admin viewers may read every record."""
+        return self.role in ("proxy_admin", "proxy_admin_viewer")
+
+    @property
+    def read_only(self) -> bool:
+        return self.role in ("proxy_admin_viewer", "internal_user_viewer")
+
+    @property
+    def user_id(self) -> str | None:
+        return self.user.user_id if self.user is not None else None
+
+    @property
+    def identity(self) -> str:
+        """Who did it, for ``created_by`` / ``updated_by``: the owner's user_id, else ``master_key``."""
+        if self.user is not None:
+            return self.user.user_id
+        if self.kind in ("master", "open"):
+            return "master_key"
+        return f"key:{self.key.token_hash[:12]}" if self.key is not None else "unknown"
+
+    def require(self, permission: Permission, *, write: bool) -> None:
+        """Raise :class:`PermissionDenied` unless this principal may call a route with this permission."""
+        role = self.role
+        if permission == "admin":
+            allowed = role == "proxy_admin"
+        elif permission == "viewer":
+            allowed = role == "proxy_admin" or (role == "proxy_admin_viewer" and not write)
+        elif permission == "member":
+            allowed = role is not None and not (write and self.read_only)
+        else:
+            allowed = True
+        if not allowed:
+            if write and self.read_only:
+                raise PermissionDenied(f"The role {role} may only read.")
+            raise PermissionDenied(
+                "This route needs an admin key." if permission == "admin" else "This key may not call this route."
+            )
+
+    def check_route(self, path: str, kind: RouteKind) -> None:
+        """Raise :class:`PermissionDenied` if the key's ``allowed_routes`` do not admit this route."""
+        allowed = self.key.allowed_routes if self.key is not None else ()
+        if not allowed:
+            return
+        for entry in allowed:
+            kinds = ROUTE_GROUPS.get(entry)
+            if (kinds is not None and kind in kinds) or entry == path or fnmatch.fnmatchcase(path, entry):
+                return
+        raise PermissionDenied(f"This key may not call {path[:200]}.")
+
+    def resolve_alias(self, model: str) -> str:
+        """The model a key's (or else its team's) ``aliases`` map a requested name to."""
+        if self.key is not None and model in self.key.aliases:
+            return self.key.aliases[model]
+        if self.team is not None and model in self.team.model_aliases:
+            return self.team.model_aliases[model]
+        return model
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias this caller may ask for (the key's win over the team's)."""
+        found = dict(self.team.model_aliases) if self.team is not None else {}
+        if self.key is not None:
+            found.update(self.key.aliases)
+        return found
+
+    def check_model(self, model: str, groups: Mapping[str, frozenset[str]] | None = None) -> None:
+        """Raise :class:`PermissionDenied` unless the key's list, its team's list and (for a key without a team)
+        its owner's list all allow ``model``; lists may name access groups (``groups``: name -> model groups)."""
+        groups = groups or {}
+        for owner, allowed in self._model_lists():
+            if not model_allowed(model, allowed, groups):
                 raise PermissionDenied(f"This {owner} may not use the model '{model[:200]}'.", param="model")
+
+    def may_use(self, model: str, groups: Mapping[str, frozenset[str]] | None = None) -> bool:
+        try:
+            self.check_model(model, groups)
+        except PermissionDenied:
+            return False
+        return True
+
+    def _model_lists(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        lists = []
+        if self.key is not None:
+            lists.append(("key", self.key.models))
+        if self.team is not None:
+            lists.append(("team", self.team.models))
+        elif self.user is not None:
+            lists.append(("user", self.user.models))
+        return tuple(lists)
 
 
 MASTER = Principal("master")
@@ -76,7 +217,7 @@ class Authenticator:
         self._master = master_key
         self._store = store
         self._ttl = cache_ttl
-        self._cache: dict[str, tuple[float, KeyRecord | None, TeamRecord | None]] = {}
+        self._cache: dict[str, tuple[float, KeyRecord | None, TeamRecord | None, UserRecord | None]] = {}
         self._end_users: dict[str, tuple[float, EndUserRecord | None]] = {}
 
     @property
@@ -104,7 +245,7 @@ class Authenticator:
 
     def forget(self, which: str) -> None:
         """Drop a key (by hash) from this instance's cache after it changed; ``end:<id>`` an end user; ``*``
-        everything (a team changed)."""
+        everything (a team or user changed)."""
         if which == "*":
             self._cache.clear()
             self._end_users.clear()
@@ -123,7 +264,7 @@ class Authenticator:
             )
         if self._master.matches(key):
             return MASTER
-        record, team = await self._lookup(hash_key(key))
+        record, team, user = await self._lookup(hash_key(key))
         if record is None:
             raise AuthenticationFailed("Invalid API key.")
         if record.blocked:
@@ -132,18 +273,20 @@ class Authenticator:
             raise AuthenticationFailed("This API key has expired.")
         if team is not None and team.blocked:
             raise AuthenticationFailed("This API key's team is blocked.")
-        return Principal("key", record, team)
+        return Principal("key", record, team, user)
 
-    async def _lookup(self, token_hash: str) -> tuple[KeyRecord | None, TeamRecord | None]:
+    async def _lookup(self, token_hash: str) -> tuple[KeyRecord | None, TeamRecord | None, UserRecord | None]:
         now = time.monotonic()
         cached = self._cache.get(token_hash)
         if cached is not None and cached[0] > now:
-            return cached[1], cached[2]
+            return cached[1], cached[2], cached[3]
         if self._store is None:
-            return None, None
+            return None, None, None
         record = await self._store.get_key(token_hash)
         team = await self._store.get_team(record.team_id) if record is not None and record.team_id else None
+        user = await self._store.get_user(record.user_id) if record is not None and record.user_id else None
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
-        self._cache[token_hash] = (now + (self._ttl if record is not None else NEGATIVE_TTL), record, team)
-        return record, team
+        ttl = self._ttl if record is not None else NEGATIVE_TTL
+        self._cache[token_hash] = (now + ttl, record, team, user)
+        return record, team, user

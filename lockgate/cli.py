@@ -170,7 +170,8 @@ def _admin(args: argparse.Namespace) -> int:
         return 0
 
     async def create(store: Store) -> int:
-        fields: dict[str, object] = {"key_alias": args.alias, "user_id": args.user_id, "team_id": args.team_id}
+        fields: dict[str, object] = {"key_alias": args.alias, "user_id": args.user_id, "team_id": args.team_id,
+                                     "created_by": "cli", "updated_by": "cli"}  # fmt: skip
         if args.models:
             fields["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
         expires = parse_duration(args.duration, datetime.now(UTC)) if args.duration else None

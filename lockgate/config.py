@@ -46,6 +46,7 @@ from lockgate.deployment import Deployment, deployment_id
 from lockgate.providers import registry
 from lockgate.providers.base import COMMON_CONFIG_PARAMS
 from lockgate.secret import Secret
+from lockgate.urls import Allowlist
 
 __all__ = [
     "ENVIRONMENT",
@@ -53,6 +54,7 @@ __all__ = [
     "Problem",
     "Settings",
     "load_settings",
+    "parse_deployment",
     "parse_settings",
 ]
 
@@ -67,7 +69,10 @@ ENVIRONMENT: dict[str, str] = {
     "REDIS_HOST": "Redis host, when neither the config nor `REDIS_URL` names Redis (LiteLLM's name).",
     "REDIS_PORT": "Redis port with `REDIS_HOST` (default 6379).",
     "REDIS_PASSWORD": "Redis password with `REDIS_HOST`.",
+    "LITELLM_SALT_KEY": "Encrypts the credentials of models added through `/model/new` (LiteLLM's name); "
+    "keep it and never change it, or those models stop loading.",
 }
+SHORT_SALT_KEY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +122,12 @@ class Settings:
     shutdown_grace_seconds: float = 30.0
     connect_timeout: float = 10.0
     upstream_pool_size: int = 0
+    salt_key: Secret | None = None
+    """``LITELLM_SALT_KEY``: credentials of models added through the API are encrypted under a key derived
+    from it (:mod:`lockgate.sealing`); without it such models may not carry credentials."""
+    model_api_base_allow: tuple[str, ...] = ()
+    """``lockgate.model_api_base_allow``: origins and networks an API-added model may point at beyond public
+    https hosts (:class:`lockgate.urls.Allowlist`)."""
     warnings: tuple[Problem, ...] = ()
     source: str = "<config>"
 
@@ -256,19 +267,25 @@ def _split_model(model: str, params: Mapping[str, Any]) -> tuple[str | None, str
     return (provider, rest) if rest else (None, model)
 
 
-def _deployment(entry: Any, index: int, check: _Checker) -> Deployment | None:
-    path = f"model_list[{index}]"
+def _deployment(entry: Any, index: int, check: _Checker, path: str | None = None) -> Deployment | None:
+    """One ``model_list`` entry; problems are reported under ``path`` (``model_list[index]``; "" for paths
+    relative to the entry)."""
+    path = f"model_list[{index}]" if path is None else path
+
+    def at(key: str) -> str:
+        return f"{path}.{key}" if path else key
+
     if not isinstance(entry, dict):
         check.error(path, "must be a mapping with model_name and litellm_params")
         return None
     check.keys(entry, path, _MODEL_ENTRY)
     name = entry.get("model_name")
     if not isinstance(name, str) or not name:
-        check.error(f"{path}.model_name", "is required (the name clients ask for)")
+        check.error(at("model_name"), "is required (the name clients ask for)")
         name = None
-    params = check.section(entry.get("litellm_params"), f"{path}.litellm_params")
-    info = check.section(entry.get("model_info"), f"{path}.model_info")
-    ppath = f"{path}.litellm_params"
+    params = check.section(entry.get("litellm_params"), at("litellm_params"))
+    info = check.section(entry.get("model_info"), at("model_info"))
+    ppath = at("litellm_params")
     model = params.get("model")
     if not isinstance(model, str) or not model:
         check.error(f"{ppath}.model", "is required, as provider/model (e.g. openai/gpt-4o)")
@@ -312,10 +329,10 @@ def _deployment(entry: Any, index: int, check: _Checker) -> Deployment | None:
             check.warn(f"{ppath}.{key}", f"ignored: not a parameter of the {provider.name} provider")
     if "drop_params" in params:
         options["drop_params"] = check.boolean(params["drop_params"], f"{ppath}.drop_params")
-    check.keys(info, f"{path}.model_info", _MODEL_INFO)
+    check.keys(info, at("model_info"), _MODEL_INFO)
     mode = info.get("mode", "chat")
     if not isinstance(mode, str) or mode not in _MODES:
-        check.error(f"{path}.model_info.mode", f"must be one of {', '.join(sorted(_MODES))}")
+        check.error(at("model_info.mode"), f"must be one of {', '.join(sorted(_MODES))}")
     weight = params.get("weight")
     deployment = Deployment(
         model_name=name or "",
@@ -340,6 +357,62 @@ def _deployment(entry: Any, index: int, check: _Checker) -> Deployment | None:
     for key, message in provider.check(deployment):
         check.error(f"{ppath}.{key}", message)
     return deployment if name else None
+
+
+def parse_deployment(entry: Any) -> tuple[Deployment, tuple[Problem, ...]]:
+    """One deployment given outside the config file (through ``/model/new``, or loaded from the database),
+    validated exactly as a ``model_list`` entry is, with problem paths relative to the entry
+    (``litellm_params.api_base``). ``os.environ/NAME`` references are refused: the server's environment is
+    the operator's, and an API caller could otherwise send a variable (``DATABASE_URL``...) to a URL of its
+    choosing. Returns the deployment and the warnings (ignored keys); raises :class:`ConfigError`."""
+    check = _Checker({})
+    _refuse_env(entry, "", check)
+    deployment = _deployment(entry, 0, check, path="")
+    if check.problems or deployment is None:
+        raise ConfigError("model", check.problems or [Problem("", "not a valid deployment")], check.warnings)
+    return deployment, tuple(check.warnings)
+
+
+def _refuse_env(value: Any, path: str, check: _Checker) -> None:
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        check.error(path, f"{ENV_PREFIX}NAME references are not accepted here: give the value itself")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_env(item, f"{path}.{key}" if path else str(key), check)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_env(item, f"{path}[{index}]", check)
+
+
+def _allowlist(value: Any, check: _Checker) -> tuple[str, ...]:
+    """``lockgate.model_api_base_allow``: origins (``http://127.0.0.1:*``) and networks (``10.0.0.0/8``)."""
+    path = "lockgate.model_api_base_allow"
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        check.error(path, "must be a list of origins (http://host:port, port * = any) or networks (10.0.0.0/8)")
+        return ()
+    entries: list[str] = []
+    for index, entry in enumerate(value):
+        try:
+            Allowlist.parse([entry])
+        except ValueError as exc:
+            check.error(f"{path}[{index}]", str(exc))
+            continue
+        entries.append(entry)
+    return tuple(entries)
+
+
+def _salt_key(env: Mapping[str, str], check: _Checker) -> Secret | None:
+    value = env.get("LITELLM_SALT_KEY")
+    if not value:
+        return None
+    if len(value) < SHORT_SALT_KEY:
+        check.warn(
+            "LITELLM_SALT_KEY (environment)",
+            f"shorter than {SHORT_SALT_KEY} characters: use a long random value (e.g. openssl rand -hex 32)",
+        )
+    return Secret(value)
 
 
 def _fallbacks(value: Any, path: str, names: set[str], check: _Checker) -> dict[str, tuple[str, ...]]:
@@ -507,6 +580,8 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
         shutdown_grace_seconds=num(native, "shutdown_grace_seconds", "lockgate", 30.0),
         connect_timeout=num(native, "connect_timeout", "lockgate", 10.0),
         upstream_pool_size=num(native, "upstream_pool_size", "lockgate", 0, True),
+        salt_key=_salt_key(env, check),
+        model_api_base_allow=_allowlist(native.get("model_api_base_allow"), check),
         warnings=tuple(check.warnings),
         source=source,
     )

@@ -111,7 +111,10 @@ _STRATEGIES = {
     "cost-based-routing", "provider-budget-routing", "lar1",
 }  # fmt: skip
 
-_LOCKGATE = {"max_request_size_mb", "shutdown_grace_seconds", "connect_timeout", "upstream_pool_size", "sqlite_path"}
+_LOCKGATE = {
+    "max_request_size_mb", "shutdown_grace_seconds", "connect_timeout", "upstream_pool_size", "sqlite_path",
+    "model_api_base_allow",
+}  # fmt: skip
 
 _MODEL_ENTRY = {"model_name", "litellm_params", "model_info"}
 _MODEL_INFO = {

@@ -1,10 +1,16 @@
-"""Tells every gateway instance at once that a key changed, through Redis publish/subscribe.
+"""Tells every gateway instance at once that a key (or the models) changed, through Redis publish/subscribe.
 
 Key lookups are cached per instance (``user_api_key_cache_ttl``). When an admin blocks, updates or deletes
 a key on one instance, that instance drops its cached copy and publishes the key's hash; every instance
 subscribed drops its copy too, so the change holds everywhere within moments rather than a cache lifetime.
 Without Redis, or while Redis is unreachable, the cache lifetime is the bound (the subscriber reconnects
 by itself).
+
+Messages on the one channel::
+
+    <64 hex digits>   this key changed: forget it          (forget(token_hash))
+    *                 every key may have changed (a team)  (forget("*"))
+    models            the models added through the API changed: reload them   (models_changed())
 """
 
 from __future__ import annotations
@@ -15,16 +21,20 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CHANNEL", "KeyInvalidation"]
+__all__ = ["CHANNEL", "MODELS", "KeyInvalidation"]
 
 log = logging.getLogger("lockgate")
 CHANNEL = "lockgate:keys:changed"
+MODELS = "models"
 
 
 class KeyInvalidation:
-    def __init__(self, redis: Any, forget: Callable[[str], None]) -> None:
+    def __init__(
+        self, redis: Any, forget: Callable[[str], None], models_changed: Callable[[], None] | None = None
+    ) -> None:
         self._redis = redis
         self._forget = forget
+        self._models_changed = models_changed
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -32,11 +42,26 @@ class KeyInvalidation:
         self._task = asyncio.get_running_loop().create_task(self._listen())
 
     async def publish(self, token_hash: str) -> None:
+        """Tell the other instances this key changed (``*``: every key)."""
+        await self._send(token_hash, "key change")
+
+    async def publish_models(self) -> None:
+        """Tell the other instances the models added through the API changed."""
+        await self._send(MODELS, "model change")
+
+    async def _send(self, message: str, what: str) -> None:
         try:
             async with asyncio.timeout(1.0):
-                await self._redis.publish(CHANNEL, token_hash)
-        except Exception as exc:  # other instances fall back to their cache lifetime
-            log.warning("key change not published to Redis (%s)", type(exc).__name__)
+                await self._redis.publish(CHANNEL, message)
+        except Exception as exc:  # other instances fall back to their cache lifetime / reload period
+            log.warning("%s not published to Redis (%s)", what, type(exc).__name__)
+
+    def _dispatch(self, message: str) -> None:
+        if message == MODELS:
+            if self._models_changed is not None:
+                self._models_changed()
+        else:
+            self._forget(message)
 
     async def _listen(self) -> None:
         delay = 0.5
@@ -49,7 +74,7 @@ class KeyInvalidation:
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         data = message.get("data")
-                        self._forget(data.decode() if isinstance(data, bytes) else str(data))
+                        self._dispatch(data.decode() if isinstance(data, bytes) else str(data))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

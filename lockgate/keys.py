@@ -16,9 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lockgate.errors import BadRequest
-from lockgate.storage.base import KeyRecord
+from lockgate.storage.base import KEY_FIELDS, KeyRecord
 
 __all__ = ["KEY_PREFIX", "display_name", "generate_key", "hash_key", "new_record", "parse_duration"]
+
+# Every KeyRecord field a caller may set (the rest are the hash, display name, times and spend).
+_SETTABLE_FIELDS = frozenset(KEY_FIELDS) - {"token_hash", "key_name", "expires", "created_at", "updated_at", "spend"}
 
 _DURATION = re.compile(r"^(\d+)(s|m|h|d|w|mo)$")
 
@@ -38,25 +41,31 @@ def display_name(token: str) -> str:
 
 
 def new_record(token: str, fields: dict[str, Any], expires: datetime | None = None) -> KeyRecord:
-    """The stored form of a new key: its hash and display name, and the given (already checked) fields."""
+    """The stored form of a new key: its hash and display name, and the given (already checked) fields; a field
+    not given takes the record's default (no limit, no models list = all)."""
     now = datetime.now(UTC)
+    given = {name: fields[name] for name in _SETTABLE_FIELDS if name in fields}
+    for name in ("models", "allowed_routes"):
+        if name in given:
+            given[name] = tuple(given[name])
     return KeyRecord(
         token_hash=hash_key(token),
         key_name=display_name(token),
-        key_alias=fields.get("key_alias"),
-        user_id=fields.get("user_id"),
-        team_id=fields.get("team_id"),
-        models=tuple(fields.get("models", ())),
-        max_budget=fields.get("max_budget"),
-        budget_duration=fields.get("budget_duration"),
-        tpm_limit=fields.get("tpm_limit"),
-        rpm_limit=fields.get("rpm_limit"),
-        max_parallel_requests=fields.get("max_parallel_requests"),
-        metadata=fields.get("metadata", {}),
-        blocked=fields.get("blocked", False),
+        key_alias=given.pop("key_alias", None),
+        user_id=given.pop("user_id", None),
+        team_id=given.pop("team_id", None),
+        models=given.pop("models", ()),
+        max_budget=given.pop("max_budget", None),
+        budget_duration=given.pop("budget_duration", None),
+        tpm_limit=given.pop("tpm_limit", None),
+        rpm_limit=given.pop("rpm_limit", None),
+        max_parallel_requests=given.pop("max_parallel_requests", None),
+        metadata=given.pop("metadata", {}),
+        blocked=given.pop("blocked", False),
         expires=expires,
         created_at=now,
         updated_at=now,
+        **given,
     )
 
 

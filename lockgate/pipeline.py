@@ -256,13 +256,15 @@ async def run(
     gw: Gateway, req: Request, body: dict[str, Any], raw: bytes, model: str, controls: Controls, ex: Exchange
 ) -> None:
     """Try the plan's targets in order until one answers; relay its answer in the client's dialect."""
+    requested = model
     if req.principal is not None:
-        req.principal.check_model(model)
+        model = req.principal.resolve_alias(model)  # a key's (or its team's) own names for models
+        req.principal.check_model(model, gw.access_groups)
     end_user = body.get("user") if ex.dialect == "openai" else None
     if isinstance(end_user, str) and end_user:
         await gw.auth.check_end_user(end_user[:256])
     record = RequestRecord(
-        req.request_id, req.path, 200, model_group=model, requested_model=model, stream=ex.stream,
+        req.request_id, req.path, 200, model_group=model, requested_model=requested, stream=ex.stream,
         session_id=controls.session_id,
     )  # fmt: skip
     plan = list(gw.router.plan(model, controls.num_retries))

@@ -49,6 +49,9 @@ async def count_tokens(gw: Gateway, req: Request) -> None:
     body = read_json(await req.body(gw.body_limit))
     model = require_model(body)
     take_controls(body, "anthropic")
+    if req.principal is not None:  # counting calls the provider too: the same access check as a request
+        model = req.principal.resolve_alias(model)
+        req.principal.check_model(model, gw.access_groups)
     target = gw.router.group(model)[0]
     payload = body if target.provider.dialect == "anthropic" else messages_to_chat({**body, "max_tokens": 1})
     payload = {**payload, "model": target.deployment.upstream_model}

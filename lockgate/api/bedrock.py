@@ -110,7 +110,11 @@ async def passthrough(gw: Gateway, req: Request) -> None:
     model_id = unquote(model_id)
     if not model_id or operation not in OPERATIONS:
         raise NotFound(f"Unknown Bedrock operation '{operation[:60]}'.")
+    if req.principal is not None:
+        model_id = req.principal.resolve_alias(model_id)
     target = _target(gw, model_id)
+    if req.principal is not None:  # access is decided on the model group the id lands on
+        req.principal.check_model(target.deployment.model_name, gw.access_groups)
     provider = target.provider
     assert isinstance(provider, Bedrock)
     deployment = target.deployment

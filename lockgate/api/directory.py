@@ -1,7 +1,9 @@
 """LiteLLM's user, team and organisation API: ``/user/*``, ``/team/*``, ``/organization/*``.
 
 Organisations hold teams; teams hold members (users, with a role) and keys; a key may use only the models
-its own list and its team's list both allow. Admin routes (master key). Each endpoint takes an allowlist of
+its own list and its team's list both allow. Writes are for proxy admins, except a team's members, which
+its team admins manage too; reads are for proxy admins and viewers, and for members of what is read (a user
+sees itself, a team member its teams). Each endpoint takes an allowlist of
 fields; LiteLLM fields not implemented yet are accepted and named in ``x-lockgate-notice``, anything else
 is refused with 400. Ids are chosen by the caller or generated.
 """
@@ -18,10 +20,20 @@ import orjson
 
 from lockgate.api.keys import fields_of, notice
 from lockgate.asgi import Request
-from lockgate.errors import BadRequest, NotFound
+from lockgate.auth import Principal
+from lockgate.errors import BadRequest, NotFound, PermissionDenied
 from lockgate.keys import generate_key, new_record
 from lockgate.pipeline import read_json
-from lockgate.storage.base import Conflict, KeyRecord, NotFoundError, OrgRecord, TeamRecord, UserRecord, utc_now
+from lockgate.storage.base import (
+    Conflict,
+    KeyRecord,
+    NotFoundError,
+    OrgRecord,
+    TeamMember,
+    TeamRecord,
+    UserRecord,
+    utc_now,
+)
 
 if TYPE_CHECKING:
     from lockgate.app import Gateway
@@ -43,18 +55,25 @@ _LIMITS: dict[str, tuple[type, ...]] = {
 }
 _USER = {**_LIMITS, "user_alias": (str, type(None)), "user_email": (str, type(None)), "user_role": (str,)}
 _USER.pop("max_parallel_requests")
-_TEAM = {**_LIMITS, "team_alias": (str, type(None)), "organization_id": (str, type(None)), "blocked": (bool,)}
+_TEAM = {**_LIMITS, "team_alias": (str, type(None)), "organization_id": (str, type(None)), "blocked": (bool,),
+         "model_aliases": (dict,), "soft_budget": (int, float, type(None))}  # fmt: skip
 _ORG = {"organization_alias": (str, type(None)), "models": (list,), "max_budget": (int, float, type(None)),
         "metadata": (dict,)}  # fmt: skip
 _USER_NOT_YET = frozenset({"send_invite_email", "auto_create_key", "sso_user_id", "organization_id", "soft_budget",
                            "model_max_budget", "object_permission", "prompts", "teams", "key_alias"})  # fmt: skip
-_TEAM_NOT_YET = frozenset({"soft_budget", "model_aliases", "guardrails", "tags", "team_member_budget",
+_TEAM_NOT_YET = frozenset({"guardrails", "tags", "team_member_budget",
                            "team_member_rpm_limit", "team_member_tpm_limit", "team_member_key_duration",
                            "router_settings", "object_permission", "model_max_budget", "prompts",
                            "default_team_member_models", "members_with_roles"})  # fmt: skip
 _ORG_NOT_YET = frozenset({"budget_id", "soft_budget", "tpm_limit", "rpm_limit", "model_max_budget",
                           "object_permission", "tags"})  # fmt: skip
 _ROLES = frozenset({"admin", "user"})
+
+
+def _principal(req: Request) -> Principal:
+    if req.principal is None:  # pragma: no cover - the route table authenticates every non-public route
+        raise PermissionDenied("Not authenticated.")
+    return req.principal
 
 
 def _query(req: Request) -> dict[str, str]:
@@ -152,18 +171,25 @@ async def user_new(gw: Gateway, req: Request) -> None:
         created_at=now,
         updated_at=now,
     )
-    with _storage_errors():
-        await gw.store.insert_user(record)
-    result = _dump(record)
+    token = key = None
     if body.get("auto_create_key", True) is not False:  # LiteLLM makes the new user a key unless told not to
         token = generate_key()
-        await gw.store.insert_key(new_record(token, {"user_id": record.user_id, "models": record.models}))
+        creator = req.principal.identity if req.principal is not None else None
+        key = new_record(token, {"user_id": record.user_id, "models": record.models, "created_by": creator})
+    with _storage_errors():
+        await gw.store.insert_user(record, key)  # the user and its key: one transaction
+    result = _dump(record)
+    if token is not None:
         result["key"] = token
     await req.respond(200, orjson.dumps(result), headers=notice([i for i in ignored if i != "auto_create_key"]))
 
 
 async def user_info(gw: Gateway, req: Request) -> None:
-    user_id = _required(_query(req).get("user_id"), "user_id")
+    p = _principal(req)
+    user_id = _query(req).get("user_id") or p.user_id
+    user_id = _required(user_id, "user_id")
+    if not p.sees_all and user_id != p.user_id:
+        raise PermissionDenied("You may look only at your own user.")
     record = await gw.store.get_user(user_id)
     if record is None:
         raise NotFound("No such user.", code="user_not_found")
@@ -181,6 +207,7 @@ async def user_update(gw: Gateway, req: Request) -> None:
         record = await gw.store.update_user(user_id, **changes)
     if record is None:
         raise NotFound("No such user.", code="user_not_found")
+    await gw.key_changed("*")  # the user's role, models and limits reach its keys on every instance
     await req.respond(200, orjson.dumps(_dump(record)), headers=notice(ignored))
 
 
@@ -197,6 +224,7 @@ async def user_delete(gw: Gateway, req: Request) -> None:
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
         raise BadRequest("'user_ids' must be a non-empty list.", param="user_ids")
     deleted = await gw.store.delete_users(ids)
+    await gw.key_changed("*")
     if deleted == 0:
         raise NotFound("None of these users exist.", code="user_not_found")
     await req.respond(200, orjson.dumps({"deleted_users": ids, "deleted": deleted}))
@@ -226,19 +254,25 @@ async def team_new(gw: Gateway, req: Request) -> None:
         blocked=changes.get("blocked", False),
         created_at=now,
         updated_at=now,
+        model_aliases=changes.get("model_aliases", {}),
+        soft_budget=changes.get("soft_budget"),
     )
-    for user_id, _ in members:  # checked before anything is written, so a bad member leaves no half-made team
-        if await gw.store.get_user(user_id) is None:
-            raise NotFound(f"No user '{user_id[:100]}'.", param="members_with_roles", code="user_not_found")
+    first = [TeamMember(record.team_id, user_id, role) for user_id, role in members]
     with _storage_errors():
-        await gw.store.insert_team(record)
-        for user_id, role in members:
-            await gw.store.add_member(record.team_id, user_id, role)
+        try:
+            await gw.store.insert_team(record, first)  # the team and its members: one transaction
+        except NotFoundError as exc:
+            if exc.field != "user_id":
+                raise
+            raise NotFound("A member names no user.", param="members_with_roles", code="user_not_found") from exc
     await req.respond(200, orjson.dumps(_dump(record)), headers=notice(ignored))
 
 
 async def team_info(gw: Gateway, req: Request) -> None:
+    p = _principal(req)
     team_id = _required(_query(req).get("team_id"), "team_id")
+    if not p.sees_all and (p.user_id is None or await gw.store.get_member(team_id, p.user_id) is None):
+        raise PermissionDenied("You may look only at teams you are a member of.")
     record = await gw.store.get_team(team_id)
     if record is None:
         raise NotFound("No such team.", code="team_not_found")
@@ -262,9 +296,16 @@ async def team_update(gw: Gateway, req: Request) -> None:
 
 
 async def team_list(gw: Gateway, req: Request) -> None:
+    p = _principal(req)
     query = _query(req)
     limit, offset = _page(query)
-    teams = await gw.store.list_teams(organization_id=query.get("organization_id"), limit=limit, offset=offset)
+    if p.sees_all:
+        teams = await gw.store.list_teams(organization_id=query.get("organization_id"), limit=limit, offset=offset)
+    else:  # the caller's own teams
+        found = [await gw.store.get_team(t) for t in await gw.store.teams_of(str(p.user_id))]
+        org = query.get("organization_id")
+        teams = [t for t in found if t is not None and (org is None or t.organization_id == org)]
+        teams = teams[offset : offset + limit]
     await req.respond(200, orjson.dumps([_dump(t) for t in teams]))
 
 
@@ -299,9 +340,20 @@ async def team_unblock(gw: Gateway, req: Request) -> None:
     await _set_team_blocked(gw, req, False)
 
 
+async def _require_team_admin(gw: Gateway, req: Request, team_id: str) -> None:
+    """Proxy admins manage every team's members; a team admin those of its own team."""
+    p = _principal(req)
+    if p.is_admin:
+        return
+    member = await gw.store.get_member(team_id, p.user_id) if p.user_id is not None else None
+    if member is None or member.role != "admin":
+        raise PermissionDenied("Only an admin or an admin of this team may change its members.")
+
+
 async def member_add(gw: Gateway, req: Request) -> None:
     body = read_json(await req.body(gw.body_limit))
     team_id = _required(body.get("team_id"), "team_id")
+    await _require_team_admin(gw, req, team_id)
     members = _members(body.get("member"))
     try:
         for user_id, role in members:
@@ -317,6 +369,7 @@ async def member_delete(gw: Gateway, req: Request) -> None:
     body = read_json(await req.body(gw.body_limit))
     team_id = _required(body.get("team_id"), "team_id")
     user_id = _required(body.get("user_id"), "user_id")
+    await _require_team_admin(gw, req, team_id)
     if not await gw.store.remove_member(team_id, user_id):
         raise NotFound("This user is not a member of this team.", code="member_not_found")
     await req.respond(200, orjson.dumps({"team_id": team_id, "user_id": user_id, "removed": True}))

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lockgate.asgi import Request
-from lockgate.errors import BadRequest, PermissionDenied
+from lockgate.errors import BadRequest
 from lockgate.pipeline import Exchange, read_json, require_model, run, take_controls
 
 if TYPE_CHECKING:
     from lockgate.app import Gateway
+    from lockgate.deployment import Deployment
 
-__all__ = ["chat_completions", "embeddings", "list_models", "model_info"]
+__all__ = ["chat_completions", "deployment_info", "embeddings", "list_models", "model_info"]
 
 
 async def chat_completions(gw: Gateway, req: Request) -> None:
@@ -46,22 +47,16 @@ async def embeddings(gw: Gateway, req: Request) -> None:
 async def list_models(gw: Gateway, req: Request) -> None:
     created = gw.started_at
     wildcards = req.scope.get("query_string", b"").find(b"return_wildcard_routes=true") >= 0
-    data = [
-        {"id": name, "object": "model", "created": created, "owned_by": "lockgate"}
-        for name in gw.router.names()
-        if (wildcards or "*" not in name) and _may_use(req, name)
-    ]
+    names = [name for name in gw.router.names() if (wildcards or "*" not in name) and _may_use(gw, req, name)]
+    if req.principal is not None:  # the caller's own aliases, where they lead to a model it may use
+        names += [a for a, target in req.principal.aliases().items() if a not in names and _may_use(gw, req, target)]
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "lockgate"} for name in names]
     await req.respond(200, orjson.dumps({"object": "list", "data": data}))
 
 
-def _may_use(req: Request, model: str) -> bool:
+def _may_use(gw: Gateway, req: Request, model: str) -> bool:
     """Whether the caller's key may use a model group (each caller sees only what it may use)."""
-    try:
-        if req.principal is not None:
-            req.principal.check_model(model)
-    except PermissionDenied:
-        return False
-    return True
+    return req.principal is None or req.principal.may_use(model, gw.access_groups)
 
 
 _INFO_FIELDS = (
@@ -73,20 +68,26 @@ _INFO_FIELDS = (
 
 
 async def model_info(gw: Gateway, req: Request) -> None:
-    """LiteLLM's ``/model/info``: what Cline reads to show limits, capabilities and prices."""
-    data = []
-    for target in gw.router.targets():
-        d = target.deployment
-        if not _may_use(req, d.model_name):
-            continue
-        info: dict[str, Any] = {name: d.model_info.get(name) for name in _INFO_FIELDS}
-        info.update(
-            id=d.id,
-            db_model=False,
-            mode=d.model_info.get("mode", "chat"),
-            key=d.upstream_model,
-            litellm_provider=d.provider,
-            access_groups=d.model_info.get("access_groups", []),
-        )
-        data.append({"model_name": d.model_name, "litellm_params": d.public_params(), "model_info": info})
+    """LiteLLM's ``/model/info``: what Cline reads to show limits, capabilities and prices; deployments added
+    through ``/model/new`` are marked ``db_model: true``."""
+    router = gw.router
+    data = [
+        deployment_info(t.deployment, db_model=t.deployment.id in router.db_ids)
+        for t in router.targets()
+        if _may_use(gw, req, t.deployment.model_name)
+    ]
     await req.respond(200, orjson.dumps({"data": data}))
+
+
+def deployment_info(d: Deployment, *, db_model: bool) -> dict[str, Any]:
+    """One deployment in ``/model/info``'s shape: never a credential (:meth:`Deployment.public_params`)."""
+    info: dict[str, Any] = {name: d.model_info.get(name) for name in _INFO_FIELDS}
+    info.update(
+        id=d.id,
+        db_model=db_model,
+        mode=d.model_info.get("mode", "chat"),
+        key=d.upstream_model,
+        litellm_provider=d.provider,
+        access_groups=d.model_info.get("access_groups", []),
+    )
+    return {"model_name": d.model_name, "litellm_params": d.public_params(), "model_info": info}

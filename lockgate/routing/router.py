@@ -55,15 +55,25 @@ def _target(deployment: Deployment, settings: Settings) -> Target:
 
 
 class Router:
-    """Built once from settings; answers which targets serve a model name."""
+    """Built from settings (and the deployments added through the API, which join the config's groups of the
+    same name); answers which targets serve a model name. Never changed once built: the gateway builds a new
+    one when the deployments change, and a request keeps the one it started with."""
 
-    def __init__(self, settings: Settings, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rng: random.Random | None = None,
+        *,
+        db_deployments: tuple[Deployment, ...] = (),
+    ) -> None:
         self._rng = rng or random.Random()  # noqa: S311 - load balancing, not security
         self._retries = settings.num_retries
         self._fallbacks = settings.fallbacks
         self._groups: dict[str, tuple[Target, ...]] = {}
+        self.db_ids = frozenset(d.id for d in db_deployments)
+        """The ids of the deployments that came from the database (``/model/new``)."""
         wildcards: dict[str, list[Target]] = {}
-        for deployment in settings.deployments:
+        for deployment in (*settings.deployments, *db_deployments):
             target = _target(deployment, settings)
             if "*" in deployment.model_name:
                 wildcards.setdefault(deployment.model_name, []).append(target)
