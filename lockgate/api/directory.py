@@ -355,9 +355,8 @@ async def member_add(gw: Gateway, req: Request) -> None:
     team_id = _required(body.get("team_id"), "team_id")
     await _require_team_admin(gw, req, team_id)
     members = _members(body.get("member"))
-    try:
-        for user_id, role in members:
-            await gw.store.add_member(team_id, user_id, role)
+    try:  # all of them or none
+        await gw.store.add_members(team_id, [TeamMember(team_id, user_id, role) for user_id, role in members])
     except NotFoundError as exc:
         raise NotFound(f"No such {exc.field}.", param=exc.field) from exc
     found = await gw.store.list_members(team_id)

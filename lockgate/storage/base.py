@@ -293,6 +293,10 @@ class DirectoryStore(Protocol):
         """Make the user a member of the team with this role (changing the role if it already is one);
         :class:`NotFoundError` naming ``team_id`` or ``user_id`` if either does not exist."""
 
+    async def add_members(self, team_id: str, members: Sequence[TeamMember]) -> None:
+        """``add_member`` for several users in one transaction: all of them or none (:class:`NotFoundError`
+        naming ``team_id`` or ``user_id``); each member must name ``team_id`` (``ValueError``)."""
+
     async def remove_member(self, team_id: str, user_id: str) -> bool:
         """End this membership; whether it existed."""
 

@@ -521,6 +521,23 @@ class PostgresStore:
             raise _directory_error(exc, "", "") from None
         return member
 
+    async def add_members(self, team_id: str, members: Sequence[TeamMember]) -> None:
+        check_id("team_id", team_id)
+        for member in members:
+            check_member(member)
+            if member.team_id != team_id:
+                raise ValueError("every member must name this team_id")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if not await conn.fetchval(_TEAM_EXISTS, team_id):
+                    raise NotFoundError("team_id")
+                for member in members:
+                    if not await conn.fetchval(_USER_EXISTS, member.user_id):
+                        raise NotFoundError("user_id")
+                    await conn.execute(_UPSERT_MEMBER, team_id, member.user_id, member.role)
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise _directory_error(exc, "", "") from None
+
     async def remove_member(self, team_id: str, user_id: str) -> bool:
         check_id("team_id", team_id)
         check_id("user_id", user_id)

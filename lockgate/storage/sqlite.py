@@ -537,6 +537,20 @@ class SqliteStore:
             await conn.execute(_UPSERT_MEMBER, (team_id, user_id, role, _time(utc_now())))
         return member
 
+    async def add_members(self, team_id: str, members: Sequence[TeamMember]) -> None:
+        check_id("team_id", team_id)
+        for member in members:
+            check_member(member)
+            if member.team_id != team_id:
+                raise ValueError("every member must name this team_id")
+        async with self._transaction() as conn:
+            if not await self._exists(conn, _TEAM_EXISTS, team_id):
+                raise NotFoundError("team_id")
+            for member in members:
+                if not await self._exists(conn, _USER_EXISTS, member.user_id):
+                    raise NotFoundError("user_id")
+                await conn.execute(_UPSERT_MEMBER, (team_id, member.user_id, member.role, _time(utc_now())))
+
     async def remove_member(self, team_id: str, user_id: str) -> bool:
         check_id("team_id", team_id)
         check_id("user_id", user_id)

@@ -110,6 +110,15 @@ def test_deleting_a_team_removes_its_members(gateway: GatewayProcess) -> None:
     assert call(gateway, "/team/delete", {"team_ids": [team["team_id"]]}).status_code == 404
 
 
+def test_member_add_is_all_or_nothing(gateway: GatewayProcess) -> None:
+    team = call(gateway, "/team/new", {}).json()
+    user = call(gateway, "/user/new", {"auto_create_key": False}).json()
+    members = [{"user_id": user["user_id"]}, {"user_id": "nobody-" + unique("u")}]
+    refused = call(gateway, "/team/member_add", {"team_id": team["team_id"], "member": members})
+    assert refused.status_code == 404 and refused.json()["error"]["param"] == "user_id"
+    assert call(gateway, "/team/info", team_id=team["team_id"]).json()["team_info"]["members_with_roles"] == []
+
+
 def test_directory_routes_need_the_master_key(gateway: GatewayProcess) -> None:
     key = call(gateway, "/key/generate", {}).json()["key"]
     for path in ("/user/new", "/team/new", "/organization/new"):

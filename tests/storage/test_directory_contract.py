@@ -754,3 +754,19 @@ def test_insert_team_with_its_first_members(store: Store, run: Run[Any]) -> None
     with pytest.raises(ValueError, match="role"):
         run(store.insert_team(make_team(3), [TeamMember("team-3", "user-1", "owner")]))
     assert run(store.get_team("team-3")) is None
+
+
+def test_add_members_is_all_or_nothing(store: Store, run: Run[Any]) -> None:
+    _directory(store, run)
+    run(store.add_members("team-1", [TeamMember("team-1", "user-1", "admin"), TeamMember("team-1", "user-2", "user")]))
+    assert [(m.user_id, m.role) for m in run(store.list_members("team-1"))] == [("user-1", "admin"), ("user-2", "user")]
+    with pytest.raises(NotFoundError) as missing:
+        run(
+            store.add_members("team-2", [TeamMember("team-2", "user-3", "user"), TeamMember("team-2", "ghost", "user")])
+        )
+    assert missing.value.field == "user_id" and run(store.list_members("team-2")) == []
+    with pytest.raises(NotFoundError) as no_team:
+        run(store.add_members("team-404", [TeamMember("team-404", "user-1", "user")]))
+    assert no_team.value.field == "team_id"
+    with pytest.raises(ValueError, match="team_id"):
+        run(store.add_members("team-2", [TeamMember("team-1", "user-1", "user")]))
