@@ -29,7 +29,7 @@ from typing import Literal
 from lockgate.errors import AuthenticationFailed, PermissionDenied
 from lockgate.keys import hash_key
 from lockgate.secret import Secret
-from lockgate.storage.base import EndUserRecord, KeyRecord, Store, TeamRecord, UserRecord
+from lockgate.storage.base import EndUserRecord, KeyRecord, OrgRecord, Store, TeamRecord, UserRecord
 
 __all__ = [
     "ALL_PROXY_MODELS", "ALL_TEAM_MODELS", "KEY_HEADERS", "KEY_TYPES", "ROUTE_GROUPS", "Authenticator", "Permission",
@@ -88,6 +88,8 @@ class Principal:
     team: TeamRecord | None = None
     user: UserRecord | None = None
     """The key's owner, when the key names a user that exists."""
+    org: OrgRecord | None = None
+    """The organisation of the key's team (else the key's own organization_id), when it exists."""
 
     @property
     def role(self) -> str | None:
@@ -168,8 +170,9 @@ class Principal:
         return found
 
     def check_model(self, model: str, groups: Mapping[str, frozenset[str]] | None = None) -> None:
-        """Raise :class:`PermissionDenied` unless the key's list, its team's list and (for a key without a team)
-        its owner's list all allow ``model``; lists may name access groups (``groups``: name -> model groups)."""
+        """Raise :class:`PermissionDenied` unless the key's list, its team's list (for a key without a team: its
+        owner's) and its organisation's all allow ``model``; lists may name access groups (``groups``: name ->
+        model groups)."""
         groups = groups or {}
         for owner, allowed in self._model_lists():
             if not model_allowed(model, allowed, groups):
@@ -190,9 +193,12 @@ class Principal:
             lists.append(("team", self.team.models))
         elif self.user is not None:
             lists.append(("user", self.user.models))
+        if self.org is not None:
+            lists.append(("organization", self.org.models))
         return tuple(lists)
 
 
+_Found = tuple[KeyRecord | None, TeamRecord | None, UserRecord | None, OrgRecord | None]
 MASTER = Principal("master")
 OPEN = Principal("open")
 
@@ -217,7 +223,7 @@ class Authenticator:
         self._master = master_key
         self._store = store
         self._ttl = cache_ttl
-        self._cache: dict[str, tuple[float, KeyRecord | None, TeamRecord | None, UserRecord | None]] = {}
+        self._cache: dict[str, tuple[float, _Found]] = {}
         self._end_users: dict[str, tuple[float, EndUserRecord | None]] = {}
 
     @property
@@ -227,10 +233,11 @@ class Authenticator:
     def attach(self, store: Store) -> None:
         self._store = store
 
-    async def check_end_user(self, user_id: str) -> None:
-        """Refuse a request on behalf of a blocked end user (the body's ``user``); cached like keys."""
+    async def check_end_user(self, user_id: str) -> EndUserRecord | None:
+        """Refuse a request on behalf of a blocked end user (the body's ``user``); cached like keys. Returns
+        the end user's record, if there is one (for its budget)."""
         if self._store is None:
-            return
+            return None
         now = time.monotonic()
         cached = self._end_users.get(user_id)
         if cached is not None and cached[0] > now:
@@ -242,6 +249,7 @@ class Authenticator:
             self._end_users[user_id] = (now + self._ttl, record)
         if record is not None and record.blocked:
             raise PermissionDenied("This end user is blocked.", param="user")
+        return record
 
     def forget(self, which: str) -> None:
         """Drop a key (by hash) from this instance's cache after it changed; ``end:<id>`` an end user; ``*``
@@ -264,7 +272,7 @@ class Authenticator:
             )
         if self._master.matches(key):
             return MASTER
-        record, team, user = await self._lookup(hash_key(key))
+        record, team, user, org = await self._lookup(hash_key(key))
         if record is None:
             raise AuthenticationFailed("Invalid API key.")
         if record.blocked:
@@ -273,20 +281,24 @@ class Authenticator:
             raise AuthenticationFailed("This API key has expired.")
         if team is not None and team.blocked:
             raise AuthenticationFailed("This API key's team is blocked.")
-        return Principal("key", record, team, user)
+        return Principal("key", record, team, user, org)
 
-    async def _lookup(self, token_hash: str) -> tuple[KeyRecord | None, TeamRecord | None, UserRecord | None]:
+    async def _lookup(self, token_hash: str) -> _Found:
         now = time.monotonic()
         cached = self._cache.get(token_hash)
         if cached is not None and cached[0] > now:
-            return cached[1], cached[2], cached[3]
+            return cached[1]
         if self._store is None:
-            return None, None, None
+            return None, None, None, None
         record = await self._store.get_key(token_hash)
-        team = await self._store.get_team(record.team_id) if record is not None and record.team_id else None
-        user = await self._store.get_user(record.user_id) if record is not None and record.user_id else None
+        team = user = org = None
+        if record is not None:
+            team = await self._store.get_team(record.team_id) if record.team_id else None
+            user = await self._store.get_user(record.user_id) if record.user_id else None
+            org_id = team.organization_id if team is not None else record.organization_id
+            org = await self._store.get_org(org_id) if org_id else None
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
-        ttl = self._ttl if record is not None else NEGATIVE_TTL
-        self._cache[token_hash] = (now + ttl, record, team, user)
-        return record, team, user
+        found = (record, team, user, org)
+        self._cache[token_hash] = (now + (self._ttl if record is not None else NEGATIVE_TTL), found)
+        return found

@@ -412,6 +412,7 @@ async def org_update(gw: Gateway, req: Request) -> None:
         record = await gw.store.update_org(org_id, **changes)
     if record is None:
         raise NotFound("No such organization.", code="organization_not_found")
+    await gw.key_changed("*")  # its models and budget reach its teams' keys on every instance
     await req.respond(200, orjson.dumps(_dump(record)), headers=notice(ignored))
 
 

@@ -245,6 +245,13 @@ def test_aliases_and_access_groups(world: World) -> None:
     # an alias cannot lead around the model list
     sneaky = call(gw, MASTER_KEY, "/key/generate", {"models": ["demo"], "aliases": {"demo2": "other"}}).json()["key"]
     assert chat(gw, sneaky, "demo2").status_code == 403
+    # an organisation's model list binds the keys of its teams
+    org = call(gw, MASTER_KEY, "/organization/new", {"models": ["demo"]}).json()["organization_id"]
+    org_team = call(gw, MASTER_KEY, "/team/new", {"organization_id": org}).json()["team_id"]
+    org_key = call(gw, MASTER_KEY, "/key/generate", {"team_id": org_team}).json()["key"]
+    assert chat(gw, org_key).status_code == 200 and chat(gw, org_key, "other").status_code == 403
+    assert call(gw, MASTER_KEY, "/organization/update", {"organization_id": org, "models": []}).status_code == 200
+    assert chat(gw, org_key, "other").status_code == 200  # the change reached the cached key at once
     # a team's aliases reach its keys
     team = call(gw, MASTER_KEY, "/team/new", {"model_aliases": {"fast": "third"}}).json()["team_id"]
     team_key = call(gw, MASTER_KEY, "/key/generate", {"team_id": team}).json()["key"]
