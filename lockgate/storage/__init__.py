@@ -1,7 +1,7 @@
 """Durable state (virtual keys; organizations, teams, members, users; end users; deployments added through the
-API; later spend) behind one interface.
+API; spend per budget window and per record) behind one interface.
 
-    base.py        the records, the Key / Directory / EndUser / Model / Store protocols, the error tree
+    base.py        the records, the Key / Directory / EndUser / Model / Spend / Store protocols, the error tree
     migrations.py  the schema as append-only numbered migrations; upgrade()
     sqlite.py      the default backend: one file, zero setup
     postgres.py    PostgreSQL through an asyncpg pool
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from lockgate.storage.base import (
     DEFAULT_USER_ROLE,
+    SPEND_TABLES,
     TEAM_ROLES,
     USER_ROLES,
     Conflict,
@@ -27,6 +28,8 @@ from lockgate.storage.base import (
     NotFoundError,
     OrgRecord,
     SchemaTooNew,
+    SpendDelta,
+    SpendStore,
     StorageError,
     Store,
     TeamMember,
@@ -37,6 +40,7 @@ from lockgate.storage.base import (
 
 __all__ = [
     "DEFAULT_USER_ROLE",
+    "SPEND_TABLES",
     "TEAM_ROLES",
     "USER_ROLES",
     "Conflict",
@@ -50,6 +54,8 @@ __all__ = [
     "NotFoundError",
     "OrgRecord",
     "SchemaTooNew",
+    "SpendDelta",
+    "SpendStore",
     "StorageError",
     "Store",
     "TeamMember",

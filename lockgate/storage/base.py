@@ -3,7 +3,8 @@
 
 Records: :class:`KeyRecord` (virtual keys), the directory of :class:`OrgRecord` > :class:`TeamRecord`
 (with :class:`TeamMember` rows) > :class:`UserRecord`, :class:`EndUserRecord` (the ``user`` of a request),
-and :class:`ModelRecord` (deployments added through the API).
+and :class:`ModelRecord` (deployments added through the API). Spend: :class:`SpendDelta` (USD added to one
+budget scope's window; see :class:`SpendStore`).
 
 Error tree::
 
@@ -21,6 +22,7 @@ Values that are not of the declared types are refused with ``ValueError`` before
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +35,7 @@ __all__ = [
     "DEFAULT_USER_ROLE",
     "IMMUTABLE_FIELDS",
     "KEY_FIELDS",
+    "SPEND_TABLES",
     "TEAM_ROLES",
     "USER_ROLES",
     "Conflict",
@@ -46,6 +49,8 @@ __all__ = [
     "NotFoundError",
     "OrgRecord",
     "SchemaTooNew",
+    "SpendDelta",
+    "SpendStore",
     "StorageError",
     "Store",
     "TeamMember",
@@ -57,6 +62,8 @@ __all__ = [
     "check_member",
     "check_page",
     "check_record",
+    "check_spend",
+    "check_window",
     "json_text",
     "later",
     "open_store",
@@ -225,6 +232,24 @@ class ModelRecord:
     updated_at: datetime  # UTC
 
 
+@dataclass(frozen=True, slots=True)
+class SpendDelta:
+    """USD to add to one budget scope's spend in one window.
+
+    ``scope`` names what the budget belongs to: ``"key:<hash>"``, ``"user:<id>"``, ``"team:<id>"``, ``"org:<id>"``,
+    ``"end_user:<id>"``, ``"key:<hash>:model:<name>"``; the store treats it as an opaque non-empty string.
+    ``window_id`` names one budget period (opaque, chosen by the limiter, e.g. ``"1h@1732406400"``); ``""`` is
+    lifetime spend, for a budget with no budget_duration."""
+
+    scope: str
+    window_id: str
+    amount: float  # USD, finite, >= 0
+
+
+# What add_spend's entity_spend may name: each kind is one table's ``spend`` column, addressed by its id.
+SPEND_TABLES = frozenset({"key", "user", "team", "org", "end_user"})
+
+
 class KeyStore(Protocol):
     """Virtual keys, addressed by the hash of the key."""
 
@@ -368,7 +393,28 @@ class EndUserStore(Protocol):
         """Set ``blocked`` (and move updated_at) on these end users in one statement; how many existed."""
 
 
-class Store(KeyStore, DirectoryStore, EndUserStore, ModelStore, Protocol):
+class SpendStore(Protocol):
+    """Spend that outlives a restart: per budget window (``budget_spend``, what a cold limiter is seeded from) and
+    the running ``spend`` column of each key, user, team, organization and end user."""
+
+    async def add_spend(
+        self, deltas: Sequence[SpendDelta], entity_spend: Sequence[tuple[str, str, float]] = ()
+    ) -> None:
+        """In one transaction: add each delta to its (scope, window_id) row, creating it at 0 first (deltas naming
+        the same row in one call are summed first), and each ``(kind, id, amount)`` of ``entity_spend`` to that
+        record's ``spend`` (kind one of :data:`SPEND_TABLES`; a record that does not exist is skipped, since a key may
+        be deleted while its request runs). Every amount must be a finite number >= 0; anything invalid is a
+        ``ValueError`` before any SQL runs. Entities' updated_at is not moved: spend is not an edit."""
+
+    async def window_spend(self, scope: str, window_id: str) -> float:
+        """The USD recorded for this scope and window; 0.0 if none."""
+
+    async def delete_spend_before(self, updated_before: datetime) -> int:
+        """Delete the window rows last added to before ``updated_before`` (an aware datetime); how many. Lifetime
+        rows (window_id ``""``) are kept: they are not windows that end."""
+
+
+class Store(KeyStore, DirectoryStore, EndUserStore, ModelStore, SpendStore, Protocol):
     """Everything lockgate keeps in its database."""
 
     async def close(self) -> None:
@@ -527,6 +573,62 @@ def check_member(member: TeamMember) -> None:
     check_id("user_id", member.user_id)
     if member.role not in TEAM_ROLES:
         raise ValueError("role must be admin or user")
+
+
+def check_window(scope: object, window_id: object) -> None:
+    """Refuse a scope that is not a non-empty string, or a window_id that is not a string (``""`` is lifetime);
+    neither may hold NUL characters."""
+    check_id("scope", scope)
+    if not isinstance(window_id, str):
+        raise ValueError("window_id must be a string")
+    if "\x00" in window_id:
+        raise ValueError("window_id must not contain NUL characters")
+
+
+def _check_amount(value: object) -> float:
+    """``value`` as a float, if it is a finite number >= 0 (bools are not numbers here); else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("a spend amount must be a finite number >= 0")
+    try:
+        amount = float(value)
+    except OverflowError:  # an int too large for a float
+        raise ValueError("a spend amount must be a finite number >= 0") from None
+    if not math.isfinite(amount) or amount < 0:
+        raise ValueError("a spend amount must be a finite number >= 0")
+    return amount
+
+
+def check_spend(
+    deltas: Sequence[SpendDelta], entity_spend: Sequence[tuple[str, str, float]]
+) -> tuple[list[tuple[str, str, float]], list[tuple[str, str, float]]]:
+    """``add_spend``'s arguments checked (``ValueError`` naming what is wrong) and merged: ``(scope, window_id,
+    amount)`` rows and ``(kind, id, amount)`` rows, repeats summed, each list sorted, so that concurrent writers
+    take their row locks in one order."""
+    if isinstance(deltas, str | bytes) or isinstance(entity_spend, str | bytes):
+        raise ValueError("deltas and entity_spend must be sequences")
+    windows: dict[tuple[str, str], float] = {}
+    for delta in deltas:
+        if not isinstance(delta, SpendDelta):
+            raise ValueError("deltas must hold SpendDelta records")
+        check_window(delta.scope, delta.window_id)
+        key = (delta.scope, delta.window_id)
+        windows[key] = windows.get(key, 0.0) + _check_amount(delta.amount)
+    entities: dict[tuple[str, str], float] = {}
+    for item in entity_spend:
+        if not isinstance(item, tuple) or len(item) != 3:
+            raise ValueError("entity_spend must hold (kind, id, amount) tuples")
+        kind, record_id, amount = item
+        if kind not in SPEND_TABLES:
+            raise ValueError(f"entity kind must be one of {', '.join(sorted(SPEND_TABLES))}")
+        check_id("entity id", record_id)
+        key = (kind, record_id)
+        entities[key] = entities.get(key, 0.0) + _check_amount(amount)
+    if not all(math.isfinite(v) for v in (*windows.values(), *entities.values())):
+        raise ValueError("a spend amount must be a finite number >= 0")  # the sum of finite amounts overflowed
+    return (
+        [(scope, window_id, amount) for (scope, window_id), amount in sorted(windows.items())],
+        [(kind, record_id, amount) for (kind, record_id), amount in sorted(entities.items())],
+    )
 
 
 def json_text(name: str, value: object) -> str:

@@ -317,11 +317,42 @@ _V4_POSTGRES = (
     *_V4_INDEXES,
 )
 
+# --- 5: spend per budget window -----------------------------------------------------------------------
+# One row per (scope, window_id): the USD a budget scope ("key:<hash>", "team:<id>", ...) spent in one budget
+# period, so a limiter whose counter is cold (a restart, an evicted Redis key) is seeded from here. window_id is
+# the limiter's opaque name for the period; "" is lifetime spend. updated_at (when spend was last added) lets
+# old windows be deleted, hence its index.
+
+_V5_INDEXES = ("CREATE INDEX budget_spend_by_updated ON budget_spend (updated_at)",)
+
+_V5_SQLITE = (
+    """CREATE TABLE budget_spend (
+    scope TEXT NOT NULL,
+    window_id TEXT NOT NULL,
+    spent DOUBLE PRECISION NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (scope, window_id)
+)""",
+    *_V5_INDEXES,
+)
+
+_V5_POSTGRES = (
+    """CREATE TABLE budget_spend (
+    scope TEXT NOT NULL,
+    window_id TEXT NOT NULL,
+    spent DOUBLE PRECISION NOT NULL DEFAULT 0,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (scope, window_id)
+)""",
+    *_V5_INDEXES,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _V1_SQLITE, _V1_POSTGRES),
     Migration(2, _V2_SQLITE, _V2_POSTGRES),
     Migration(3, _V3_SQLITE, _V3_POSTGRES),
     Migration(4, _V4_SQLITE, _V4_POSTGRES),
+    Migration(5, _V5_SQLITE, _V5_POSTGRES),
 )
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
@@ -22,6 +23,7 @@ from lockgate.storage.base import (
     ModelRecord,
     NotFoundError,
     OrgRecord,
+    SpendDelta,
     StorageError,
     TeamMember,
     TeamRecord,
@@ -32,6 +34,8 @@ from lockgate.storage.base import (
     check_member,
     check_page,
     check_record,
+    check_spend,
+    check_window,
     json_text,
     later,
     utc_now,
@@ -181,6 +185,22 @@ _LIST_MODELS = """SELECT
     model_id, model_name, litellm_params, model_info, created_by, created_at, updated_at
 FROM models ORDER BY created_at, model_id LIMIT $1 OFFSET $2"""
 _DELETE_MODELS = "DELETE FROM models WHERE model_id = ANY($1::text[])"
+
+# Spend. INSERT ... ON CONFLICT DO UPDATE is atomic: concurrent adds to one row queue on its lock and each sees
+# the last committed value. updated_at never moves backwards.
+_ADD_WINDOW_SPEND = """INSERT INTO budget_spend (scope, window_id, spent, updated_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (scope, window_id) DO UPDATE SET spent = budget_spend.spent + excluded.spent,
+    updated_at = GREATEST(budget_spend.updated_at, excluded.updated_at)"""
+_WINDOW_SPEND = "SELECT spent FROM budget_spend WHERE scope = $1 AND window_id = $2"
+_DELETE_SPEND_BEFORE = "DELETE FROM budget_spend WHERE updated_at < $1 AND window_id <> ''"
+# One fixed statement per entity kind (identifiers are never built from input); a missing row updates nothing.
+_ADD_ENTITY_SPEND = {
+    "key": "UPDATE keys SET spend = spend + $1 WHERE token_hash = $2",
+    "user": "UPDATE users SET spend = spend + $1 WHERE user_id = $2",
+    "team": "UPDATE teams SET spend = spend + $1 WHERE team_id = $2",
+    "org": "UPDATE organizations SET spend = spend + $1 WHERE organization_id = $2",
+    "end_user": "UPDATE end_users SET spend = spend + $1 WHERE user_id = $2",
+}
 
 _ORG_EXISTS = "SELECT EXISTS (SELECT 1 FROM organizations WHERE organization_id = $1)"
 _TEAM_EXISTS = "SELECT EXISTS (SELECT 1 FROM teams WHERE team_id = $1)"
@@ -655,3 +675,31 @@ class PostgresStore:
 
     async def delete_models(self, model_ids: Sequence[str]) -> int:
         return await self._delete(model_ids, "model_ids", (_DELETE_MODELS,))
+
+    # --- spend -----------------------------------------------------------------------------------
+
+    async def add_spend(
+        self, deltas: Sequence[SpendDelta], entity_spend: Sequence[tuple[str, str, float]] = ()
+    ) -> None:
+        # check_spend sorts both lists: every writer locks rows in the same order, so two never deadlock.
+        windows, entities = check_spend(deltas, entity_spend)
+        if not windows and not entities:
+            return
+        now = utc_now()
+        async with self._pool.acquire() as conn, conn.transaction():
+            if windows:
+                await conn.executemany(_ADD_WINDOW_SPEND, [(scope, wid, amount, now) for scope, wid, amount in windows])
+            for kind, record_id, amount in entities:
+                await conn.execute(_ADD_ENTITY_SPEND[kind], amount, record_id)
+
+    async def window_spend(self, scope: str, window_id: str) -> float:
+        check_window(scope, window_id)
+        spent = await self._pool.fetchval(_WINDOW_SPEND, scope, window_id)
+        return 0.0 if spent is None else float(spent)
+
+    async def delete_spend_before(self, updated_before: datetime) -> int:
+        if not isinstance(updated_before, datetime) or updated_before.utcoffset() is None:
+            raise ValueError("updated_before must be a timezone-aware datetime")
+        async with self._pool.acquire() as conn, conn.transaction():
+            status: str = await conn.execute(_DELETE_SPEND_BEFORE, updated_before)
+        return int(status.rsplit(" ", 1)[-1])

@@ -27,6 +27,7 @@ from lockgate.storage.base import (
     ModelRecord,
     NotFoundError,
     OrgRecord,
+    SpendDelta,
     StorageError,
     TeamMember,
     TeamRecord,
@@ -37,6 +38,8 @@ from lockgate.storage.base import (
     check_member,
     check_page,
     check_record,
+    check_spend,
+    check_window,
     json_text,
     later,
     utc_now,
@@ -161,6 +164,21 @@ _LIST_MODELS = """SELECT
     model_id, model_name, litellm_params, model_info, created_by, created_at, updated_at
 FROM models ORDER BY created_at, model_id LIMIT :limit OFFSET :offset"""
 _DELETE_MODEL = "DELETE FROM models WHERE model_id = ?"
+
+# Spend. The window upsert adds atomically; updated_at never moves backwards (fixed-width ISO text, so MAX works).
+_ADD_WINDOW_SPEND = """INSERT INTO budget_spend (scope, window_id, spent, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (scope, window_id) DO UPDATE SET spent = budget_spend.spent + excluded.spent,
+    updated_at = MAX(budget_spend.updated_at, excluded.updated_at)"""
+_WINDOW_SPEND = "SELECT spent FROM budget_spend WHERE scope = ? AND window_id = ?"
+_DELETE_SPEND_BEFORE = "DELETE FROM budget_spend WHERE updated_at < ? AND window_id <> ''"
+# One fixed statement per entity kind (identifiers are never built from input); a missing row updates nothing.
+_ADD_ENTITY_SPEND = {
+    "key": "UPDATE keys SET spend = spend + ? WHERE token_hash = ?",
+    "user": "UPDATE users SET spend = spend + ? WHERE user_id = ?",
+    "team": "UPDATE teams SET spend = spend + ? WHERE team_id = ?",
+    "org": "UPDATE organizations SET spend = spend + ? WHERE organization_id = ?",
+    "end_user": "UPDATE end_users SET spend = spend + ? WHERE user_id = ?",
+}
 
 _ORG_EXISTS = "SELECT 1 FROM organizations WHERE organization_id = ?"
 _TEAM_EXISTS = "SELECT 1 FROM teams WHERE team_id = ?"
@@ -671,3 +689,30 @@ class SqliteStore:
 
     async def delete_models(self, model_ids: Sequence[str]) -> int:
         return await self._delete(model_ids, "model_ids", (_DELETE_MODEL,))
+
+    # --- spend -----------------------------------------------------------------------------------
+
+    async def add_spend(
+        self, deltas: Sequence[SpendDelta], entity_spend: Sequence[tuple[str, str, float]] = ()
+    ) -> None:
+        windows, entities = check_spend(deltas, entity_spend)
+        if not windows and not entities:
+            return
+        now = _time(utc_now())
+        async with self._transaction() as conn:
+            if windows:
+                await conn.executemany(_ADD_WINDOW_SPEND, [(scope, wid, amount, now) for scope, wid, amount in windows])
+            for kind, record_id, amount in entities:
+                await conn.execute(_ADD_ENTITY_SPEND[kind], (amount, record_id))
+
+    async def window_spend(self, scope: str, window_id: str) -> float:
+        check_window(scope, window_id)
+        rows = await self._fetchall(_WINDOW_SPEND, (scope, window_id))
+        return float(rows[0][0]) if rows else 0.0
+
+    async def delete_spend_before(self, updated_before: datetime) -> int:
+        if not isinstance(updated_before, datetime) or updated_before.utcoffset() is None:
+            raise ValueError("updated_before must be a timezone-aware datetime")
+        async with self._transaction() as conn:
+            cursor = await conn.execute(_DELETE_SPEND_BEFORE, (_time(updated_before),))
+            return max(cursor.rowcount, 0)

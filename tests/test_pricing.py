@@ -1,0 +1,360 @@
+"""lockgate.pricing: the cost of one request, checked against hand-computed figures and two properties."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from lockgate.dialects.anthropic import messages_usage_to_chat
+from lockgate.dialects.gemini import gemini_usage_to_chat
+from lockgate.pricing import Rates, cost_of, estimate, rates_for
+
+# Claude Sonnet 4 (per token): $3 / $15 per MTok, cache reads 0.1x input, 5-minute writes 1.25x input; above 200K
+# input tokens (1M-context beta) $6 / $22.50, with the cache prices doubled too.
+SONNET = {
+    "input_cost_per_token": 3e-06,
+    "output_cost_per_token": 1.5e-05,
+    "cache_read_input_token_cost": 3e-07,
+    "cache_creation_input_token_cost": 3.75e-06,
+    "cache_creation_input_token_cost_above_1hr": 6e-06,  # not a long-prompt tier
+}
+SONNET_LONG = {
+    **SONNET,
+    "input_cost_per_token_above_200k_tokens": 6e-06,
+    "output_cost_per_token_above_200k_tokens": 2.25e-05,
+    "cache_read_input_token_cost_above_200k_tokens": 6e-07,
+    "cache_creation_input_token_cost_above_200k_tokens": 7.5e-06,
+}
+# An OpenAI reasoning model: $2 input, $0.50 cached input, $8 output per MTok; no cache-write price.
+O_SERIES = {"input_cost_per_token": 2e-06, "output_cost_per_token": 8e-06, "cache_read_input_token_cost": 5e-07}
+# Gemini 2.5 Pro: $1.25 / $10 per MTok up to 200K prompt tokens, $2.50 / $15 above; cached input $0.3125 / $0.625.
+GEMINI_PRO = {
+    "input_cost_per_token": 1.25e-06,
+    "output_cost_per_token": 1e-05,
+    "cache_read_input_token_cost": 3.125e-07,
+    "input_cost_per_token_above_200k_tokens": 2.5e-06,
+    "output_cost_per_token_above_200k_tokens": 1.5e-05,
+    "cache_read_input_token_cost_above_200k_tokens": 6.25e-07,
+}
+
+
+# --- hand-computed figures -------------------------------------------------------------------------
+
+
+def test_anthropic_usage_with_cache_reads_and_writes() -> None:
+    usage = messages_usage_to_chat(
+        {"input_tokens": 100, "cache_read_input_tokens": 2000, "cache_creation_input_tokens": 500, "output_tokens": 300}
+    )
+    assert usage["prompt_tokens"] == 2600
+    # 100 fresh x $3/M + 2000 read x $0.30/M + 500 written x $3.75/M + 300 out x $15/M
+    expected = 0.0003 + 0.0006 + 0.001875 + 0.0045
+    assert cost_of(SONNET, usage) == pytest.approx(expected, rel=1e-12)
+    assert cost_of(SONNET, usage) == pytest.approx(0.007275, rel=1e-12)
+
+
+def test_litellm_top_level_cache_fields_alone() -> None:
+    usage: dict[str, Any] = {"prompt_tokens": 2600, "completion_tokens": 300, "cache_read_input_tokens": 2000,
+                             "cache_creation_input_tokens": 500}  # fmt: skip
+    assert cost_of(SONNET, usage) == pytest.approx(0.007275, rel=1e-12)
+    # prompt_tokens_details wins when it has a count; a zero there falls back to the top-level field
+    usage["prompt_tokens_details"] = {"cached_tokens": 0, "cache_write_tokens": 500}
+    assert cost_of(SONNET, usage) == pytest.approx(0.007275, rel=1e-12)
+
+
+def test_anthropic_thinking_is_output_counted_once() -> None:
+    usage = messages_usage_to_chat(
+        {"input_tokens": 1000, "output_tokens": 4000, "output_tokens_details": {"thinking_tokens": 3000}}
+    )
+    # output_tokens already includes the 3000 thinking tokens: 1000 x $3/M + 4000 x $15/M
+    assert cost_of(SONNET, usage) == pytest.approx(0.003 + 0.06, rel=1e-12)
+
+
+def test_openai_cached_tokens_and_reasoning() -> None:
+    usage = {
+        "prompt_tokens": 1000,
+        "completion_tokens": 500,
+        "total_tokens": 1500,
+        "prompt_tokens_details": {"cached_tokens": 400, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 300, "accepted_prediction_tokens": 0},
+    }
+    # 600 fresh x $2/M + 400 cached x $0.50/M + 500 out (300 of them reasoning, at the output price) x $8/M
+    assert cost_of(O_SERIES, usage) == pytest.approx(0.0012 + 0.0002 + 0.004, rel=1e-12)
+    # with a reasoning price: 200 visible x $8/M + 300 reasoning x $10/M
+    priced = {**O_SERIES, "output_cost_per_reasoning_token": 1e-05}
+    assert cost_of(priced, usage) == pytest.approx(0.0012 + 0.0002 + 0.0016 + 0.003, rel=1e-12)
+
+
+def test_cache_without_its_own_price_is_at_the_input_price() -> None:
+    prices = {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}
+    usage = {"prompt_tokens": 1000, "completion_tokens": 10,
+             "prompt_tokens_details": {"cached_tokens": 300, "cache_write_tokens": 200}}  # fmt: skip
+    assert cost_of(prices, usage) == pytest.approx(1000 * 1e-06 + 10 * 2e-06, rel=1e-12)
+
+
+def test_embeddings_report_no_completion_tokens() -> None:
+    prices = {"input_cost_per_token": 1e-07}
+    assert cost_of(prices, {"prompt_tokens": 8, "total_tokens": 8}) == pytest.approx(8e-07, rel=1e-12)
+    assert cost_of(prices, {"prompt_tokens": 8, "completion_tokens": None}) == pytest.approx(8e-07, rel=1e-12)
+    # an output price alone: the missing input price counts as 0
+    assert cost_of({"output_cost_per_token": 1e-06}, {"prompt_tokens": 8, "completion_tokens": 2}) == 2e-06
+
+
+def test_zero_prices_are_free_not_unknown() -> None:
+    free = {"input_cost_per_token": 0, "output_cost_per_token": 0.0}
+    assert cost_of(free, {"prompt_tokens": 10, "completion_tokens": 10}) == 0.0
+
+
+@pytest.mark.parametrize(
+    "prices",
+    [
+        {},
+        {"mode": "chat", "max_tokens": 4096},
+        {"input_cost_per_second": 0.001, "output_cost_per_second": 0.001},  # not priced per token
+        {"cache_read_input_token_cost": 1e-07},  # no input or output price
+        {"input_cost_per_token": -1e-06, "output_cost_per_token": "free"},  # malformed prices count as absent
+        {"input_cost_per_token": math.nan, "output_cost_per_token": True},
+    ],
+)
+def test_no_prices_is_unknown(prices: dict[str, Any]) -> None:
+    assert cost_of(prices, {"prompt_tokens": 10, "completion_tokens": 10}) is None
+    assert estimate(prices, 10, 10) is None
+    assert rates_for(prices, 10) is None
+
+
+def test_prices_as_numeric_strings() -> None:
+    # YAML 1.1 reads 3e-7 (no dot) as a string; LiteLLM accepts it, so does lockgate
+    prices = {"input_cost_per_token": "3e-7", "output_cost_per_token": "1.5E-6", "cache_read_input_token_cost": "x"}
+    usage = {"prompt_tokens": 100, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": 50}}
+    assert cost_of(prices, usage) == pytest.approx(100 * 3e-7 + 10 * 1.5e-6, rel=1e-12)  # "x": reads at input
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        None,
+        [],
+        "usage",
+        {},
+        {"completion_tokens": 10},  # no prompt_tokens
+        {"prompt_tokens": None, "completion_tokens": 10},
+        {"prompt_tokens": "10", "completion_tokens": 10},
+        {"prompt_tokens": 10, "completion_tokens": "10"},
+        {"prompt_tokens": -1, "completion_tokens": 10},
+        {"prompt_tokens": 10, "completion_tokens": -5},
+        {"prompt_tokens": 10.0, "completion_tokens": 10},
+        {"prompt_tokens": True, "completion_tokens": 10},
+        {"prompt_tokens": 10, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": "3"}},
+        {"prompt_tokens": 10, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": -3}},
+        {"prompt_tokens": 10, "completion_tokens": 10, "prompt_tokens_details": {"cache_write_tokens": 1.5}},
+        {"prompt_tokens": 10, "completion_tokens": 10, "prompt_tokens_details": "cached"},
+        {"prompt_tokens": 10, "completion_tokens": 10, "prompt_tokens_details": [3]},
+        {"prompt_tokens": 10, "completion_tokens": 10, "cache_read_input_tokens": "3"},
+        {"prompt_tokens": 10, "completion_tokens": 10, "cache_creation_input_tokens": -1},
+        {"prompt_tokens": 10, "completion_tokens": 10, "completion_tokens_details": {"reasoning_tokens": -2}},
+        {"prompt_tokens": 10, "completion_tokens": 10, "completion_tokens_details": {"reasoning_tokens": "2"}},
+        {"prompt_tokens": 10, "completion_tokens": 10, "completion_tokens_details": 2},
+    ],
+)
+def test_missing_or_malformed_usage_is_unknown(usage: Any) -> None:
+    assert cost_of(SONNET, usage) is None
+
+
+def test_null_details_are_zero() -> None:
+    usage = {"prompt_tokens": 10, "completion_tokens": 10, "prompt_tokens_details": None,
+             "completion_tokens_details": {"reasoning_tokens": None}, "cache_read_input_tokens": None}  # fmt: skip
+    assert cost_of(O_SERIES, usage) == pytest.approx(10 * 2e-06 + 10 * 8e-06, rel=1e-12)
+
+
+def test_parts_larger_than_their_totals_are_charged_in_full() -> None:
+    # reads + writes above prompt_tokens: no fresh input, both charged; reasoning above completion: all reasoning
+    usage = {"prompt_tokens": 100, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 80,
+             "cache_write_tokens": 40}, "completion_tokens_details": {"reasoning_tokens": 7}}  # fmt: skip
+    assert cost_of(SONNET, usage) == pytest.approx(80 * 3e-07 + 40 * 3.75e-06 + 7 * 1.5e-05, rel=1e-12)
+
+
+# --- long-prompt tiers -----------------------------------------------------------------------------
+
+
+def test_tier_applies_above_200k_prompt_tokens_to_every_token() -> None:
+    at_threshold = {"prompt_tokens": 200_000, "completion_tokens": 1000}
+    assert cost_of(SONNET_LONG, at_threshold) == pytest.approx(200_000 * 3e-06 + 1000 * 1.5e-05, rel=1e-12)  # 0.615
+    over = {"prompt_tokens": 250_000, "completion_tokens": 1000,
+            "prompt_tokens_details": {"cached_tokens": 100_000, "cache_write_tokens": 50_000}}  # fmt: skip
+    # 100K fresh x $6/M + 100K read x $0.60/M + 50K written x $7.50/M + 1000 out x $22.50/M
+    assert cost_of(SONNET_LONG, over) == pytest.approx(0.6 + 0.06 + 0.375 + 0.0225, rel=1e-12)  # 1.0575
+    # the threshold counts cache reads and writes: 1000 fresh + 199_500 read + 500 written = 201_000 > 200K
+    cached = messages_usage_to_chat({"input_tokens": 1000, "cache_read_input_tokens": 199_500,
+                                     "cache_creation_input_tokens": 500, "output_tokens": 10})  # fmt: skip
+    expected = 1000 * 6e-06 + 199_500 * 6e-07 + 500 * 7.5e-06 + 10 * 2.25e-05
+    assert cost_of(SONNET_LONG, cached) == pytest.approx(expected, rel=1e-12)
+
+
+def test_gemini_pro_above_200k_with_thinking() -> None:
+    usage = gemini_usage_to_chat({"promptTokenCount": 300_000, "cachedContentTokenCount": 100_000,
+                                  "candidatesTokenCount": 2000, "thoughtsTokenCount": 3000})  # fmt: skip
+    # 200K fresh x $2.50/M + 100K cached x $0.625/M + (2000 + 3000 thinking) out x $15/M
+    assert cost_of(GEMINI_PRO, usage) == pytest.approx(0.5 + 0.0625 + 0.075, rel=1e-12)  # 0.6375
+    small = gemini_usage_to_chat({"promptTokenCount": 1000, "candidatesTokenCount": 100, "thoughtsTokenCount": 50})
+    assert cost_of(GEMINI_PRO, small) == pytest.approx(1000 * 1.25e-06 + 150 * 1e-05, rel=1e-12)
+
+
+def test_a_price_without_a_tier_keeps_its_base_value() -> None:
+    prices = {
+        "input_cost_per_token": 1e-06,
+        "output_cost_per_token": 2e-06,
+        "input_cost_per_token_above_200k_tokens": 3e-06,
+    }
+    usage = {"prompt_tokens": 300_000, "completion_tokens": 100, "prompt_tokens_details": {"cached_tokens": 1000}}
+    # output keeps $2/M; reads have no price of their own, so they follow the (tiered) input price
+    assert cost_of(prices, usage) == pytest.approx(300_000 * 3e-06 + 100 * 2e-06, rel=1e-12)
+
+
+def test_reasoning_price_in_tiers() -> None:
+    usage = {"prompt_tokens": 300_000, "completion_tokens": 100, "completion_tokens_details": {"reasoning_tokens": 60}}
+    base = {
+        "input_cost_per_token": 0.0,
+        "output_cost_per_token": 1e-05,
+        "output_cost_per_token_above_200k_tokens": 2e-05,
+    }
+    # no reasoning price: reasoning follows the tiered output price
+    assert cost_of(base, usage) == pytest.approx(100 * 2e-05, rel=1e-12)
+    # a reasoning price without a tier keeps its base value (as in LiteLLM)
+    priced = {**base, "output_cost_per_reasoning_token": 5e-06}
+    assert cost_of(priced, usage) == pytest.approx(40 * 2e-05 + 60 * 5e-06, rel=1e-12)
+    tiered = {**priced, "output_cost_per_reasoning_token_above_200k_tokens": 7e-06}
+    assert cost_of(tiered, usage) == pytest.approx(40 * 2e-05 + 60 * 7e-06, rel=1e-12)
+
+
+def test_of_several_thresholds_the_highest_exceeded_applies() -> None:
+    prices = {
+        "input_cost_per_token": 1e-06,
+        "output_cost_per_token": 0.0,
+        "input_cost_per_token_above_128k_tokens": 2e-06,
+        "input_cost_per_token_above_272k_tokens": 4e-06,
+        "input_cost_per_token_above_200000_tokens": 3e-06,  # LiteLLM also spells thresholds without the k
+    }
+    for prompt, rate in ((128_000, 1e-06), (128_001, 2e-06), (200_001, 3e-06), (272_000, 3e-06), (272_001, 4e-06)):
+        assert cost_of(prices, {"prompt_tokens": prompt, "completion_tokens": 0}) == pytest.approx(prompt * rate)
+    assert rates_for(prices, 300_000) == Rates(
+        input=4e-06, output=0.0, cache_read=4e-06, cache_write=4e-06, reasoning=0.0
+    )
+
+
+# --- estimates -------------------------------------------------------------------------------------
+
+
+def test_estimate() -> None:
+    assert estimate(SONNET, 1000, 500) == pytest.approx(1000 * 3e-06 + 500 * 1.5e-05, rel=1e-12)
+    assert estimate(SONNET_LONG, 250_000, 500) == pytest.approx(250_000 * 6e-06 + 500 * 2.25e-05, rel=1e-12)
+    # output at the dearer of the output and reasoning prices: the split is not known before the answer
+    thinking = {
+        "input_cost_per_token": 1.5e-07,
+        "output_cost_per_token": 6e-07,
+        "output_cost_per_reasoning_token": 3.5e-06,
+    }
+    assert estimate(thinking, 100, 1000) == pytest.approx(100 * 1.5e-07 + 1000 * 3.5e-06, rel=1e-12)
+    assert estimate(SONNET, 0, 0) == 0.0
+    for prompt, output in ((-1, 10), (10, -1), ("10", 10), (10, None), (True, 10)):
+        assert estimate(SONNET, prompt, output) is None  # type: ignore[arg-type]
+
+
+def test_estimate_bounds_the_cost_of_any_answer_within_it() -> None:
+    prices = {**O_SERIES, "output_cost_per_reasoning_token": 1.2e-05}
+    usage = {"prompt_tokens": 1000, "completion_tokens": 500, "completion_tokens_details": {"reasoning_tokens": 500}}
+    cost, bound = cost_of(prices, usage), estimate(prices, 1000, 500)
+    assert cost is not None and bound is not None and cost <= bound
+
+
+# --- properties ------------------------------------------------------------------------------------
+
+_NAMES = (
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+    "output_cost_per_reasoning_token",
+)
+_price = st.floats(min_value=0, max_value=1e-03, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def price_tables(draw: st.DrawFn) -> dict[str, Any]:
+    """Any subset of the five prices (at least input or output), each maybe with a 200K tier no cheaper than it."""
+    prices: dict[str, Any] = {}
+    for name in _NAMES:
+        base = draw(st.none() | _price)
+        if base is None:
+            continue
+        prices[name] = base
+        factor = draw(st.none() | st.floats(min_value=1, max_value=4))
+        if factor is not None:
+            prices[f"{name}_above_200k_tokens"] = base * factor
+    assume("input_cost_per_token" in prices or "output_cost_per_token" in prices)
+    return prices
+
+
+_count = st.integers(min_value=0, max_value=400_000)
+_PARTS = ("fresh", "reads", "writes", "visible", "reasoning")
+
+
+def _usage(parts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "prompt_tokens": parts["fresh"] + parts["reads"] + parts["writes"],
+        "completion_tokens": parts["visible"] + parts["reasoning"],
+        "prompt_tokens_details": {"cached_tokens": parts["reads"], "cache_write_tokens": parts["writes"]},
+        "completion_tokens_details": {"reasoning_tokens": parts["reasoning"]},
+    }
+
+
+@given(
+    prices=price_tables(),
+    parts=st.fixed_dictionaries(dict.fromkeys(_PARTS, _count)),
+    grow=st.sampled_from(_PARTS),
+    more=st.integers(min_value=0, max_value=300_000),
+)
+def test_cost_is_non_negative_and_grows_with_every_token_count(
+    prices: dict[str, Any], parts: dict[str, int], grow: str, more: int
+) -> None:
+    cost = cost_of(prices, _usage(parts))
+    assert cost is not None and cost >= 0 and math.isfinite(cost)
+    bigger = cost_of(prices, _usage({**parts, grow: parts[grow] + more}))
+    assert bigger is not None and bigger >= cost
+
+
+@given(
+    prices=price_tables(),
+    prompt=_count,
+    completion=_count,
+    reads=_count,
+    writes=_count,
+    reasoning=_count,
+    more_prompt=st.integers(min_value=0, max_value=300_000),
+    more_completion=st.integers(min_value=0, max_value=300_000),
+)
+def test_cost_grows_with_the_reported_totals(
+    prices: dict[str, Any],
+    prompt: int,
+    completion: int,
+    reads: int,
+    writes: int,
+    reasoning: int,
+    more_prompt: int,
+    more_completion: int,
+) -> None:
+    """The same, for the raw totals with the details held still (including details that exceed them)."""
+
+    def usage(p: int, c: int) -> dict[str, Any]:
+        return {"prompt_tokens": p, "completion_tokens": c,
+                "prompt_tokens_details": {"cached_tokens": reads, "cache_write_tokens": writes},
+                "completion_tokens_details": {"reasoning_tokens": reasoning}}  # fmt: skip
+
+    cost = cost_of(prices, usage(prompt, completion))
+    assert cost is not None and cost >= 0
+    more = cost_of(prices, usage(prompt + more_prompt, completion + more_completion))
+    assert more is not None and more >= cost
+    bound = estimate(prices, prompt, completion)
+    assert bound is not None and bound >= 0
