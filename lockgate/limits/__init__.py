@@ -1,0 +1,40 @@
+"""Rate limits and budgets that hold under concurrency and across gateway instances.
+
+    base.py   the vocabulary (Limit, Window, Ask, Admission, Ticket) and the Limiter interface
+    local.py  LocalLimiter: in this process's memory (one instance; also the degraded fallback)
+    redis.py  RedisLimiter: shared through Redis, one Lua script call per admit and per settle
+
+The pipeline calls ``admit`` before the upstream call and ``settle`` after it; see base.py for the dance
+(cold budget windows are seeded from the store and the admit retried once).
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from lockgate.limits.base import Admission, Ask, Kind, Limit, Limiter, Ticket, Window, to_nano
+from lockgate.limits.local import LocalLimiter
+
+if TYPE_CHECKING:
+    from lockgate.limits.redis import RedisLimiter
+
+
+def __getattr__(name: str) -> Any:
+    """``RedisLimiter`` is imported when first asked for: a gateway without Redis never loads the client."""
+    if name == "RedisLimiter":
+        from lockgate.limits.redis import RedisLimiter
+
+        return RedisLimiter
+    raise AttributeError(name)
+
+
+__all__ = [
+    "Admission",
+    "Ask",
+    "Kind",
+    "Limit",
+    "Limiter",
+    "LocalLimiter",
+    "RedisLimiter",
+    "Ticket",
+    "Window",
+    "to_nano",
+]
