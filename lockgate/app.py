@@ -37,7 +37,10 @@ from lockgate.errors import (
     NotFound,
     describe,
 )
+from lockgate.governance import Governor
 from lockgate.invalidation import KeyInvalidation
+from lockgate.limits.base import Limiter
+from lockgate.limits.local import LocalLimiter
 from lockgate.observe import RequestRecord, Sink
 from lockgate.routing.router import Router
 from lockgate.storage.base import Store, open_store
@@ -48,6 +51,7 @@ __all__ = ["Gateway", "Route"]
 log = logging.getLogger("lockgate")
 
 MAX_HEADERS = 100
+LIMITS_REDIS_TIMEOUT = 0.25  # seconds a limit check waits for Redis before this instance counts alone for a second
 
 Handler = Callable[["Gateway", Request], Awaitable[None]]
 
@@ -134,6 +138,7 @@ class Gateway:
         self._http: HttpClient | None = None
         self._store: Store | None = None
         self._groups: dict[str, frozenset[str]] = {}
+        self._governor: Governor | None = None
         self._groups_of: Router | None = None
         self.db_models = DbModels(settings)
         self._models_task: asyncio.Task[None] | None = None
@@ -184,6 +189,30 @@ class Gateway:
             listener = redis.asyncio.from_url(url, socket_connect_timeout=0.5)
             self.invalidation = KeyInvalidation(listener, self.auth.forget, self.db_models.wake)
             self.invalidation.start()
+        if self._governor is None:
+            self._governor = Governor(
+                self._limiter(), self.store, default_output=self.settings.default_max_output_tokens
+            )
+            self._governor.writer.start()
+
+    def _limiter(self) -> Limiter:
+        """Shared counters in Redis when it is configured; this process's own otherwise."""
+        if self.settings.redis_url is None:
+            return LocalLimiter()
+        from lockgate.limits.redis import RedisLimiter  # loads the Redis client only when Redis is configured
+
+        return RedisLimiter.from_url(
+            self.settings.redis_url.reveal(),
+            fallback_share=self.settings.instances,
+            budgets_fail_open=self.settings.budgets_fail_open,
+            timeout=LIMITS_REDIS_TIMEOUT,
+        )
+
+    @property
+    def governor(self) -> Governor:
+        if self._governor is None:
+            raise RuntimeError("the gateway is not started (ASGI lifespan start-up has not run)")
+        return self._governor
 
     async def shutdown(self) -> None:
         self.draining = True
@@ -192,6 +221,9 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._models_task
             self._models_task = None
+        if self._governor is not None:  # after the drain: what in-flight requests spent is written
+            await self._governor.close()
+            self._governor = None
         await self.thinking.close()
         if self.invalidation is not None:
             await self.invalidation.close()

@@ -16,6 +16,7 @@ import difflib
 import fnmatch
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "os.environ/"
+_PRICE_TIER = re.compile(r"^[a-z_]+_above_\d+k_tokens$")  # prices above a prompt size (pricing.py reads them)
 
 # Every environment variable lockgate reads on its own, with what it does. Nothing else is read implicitly.
 ENVIRONMENT: dict[str, str] = {
@@ -128,6 +130,15 @@ class Settings:
     model_api_base_allow: tuple[str, ...] = ()
     """``lockgate.model_api_base_allow``: origins and networks an API-added model may point at beyond public
     https hosts (:class:`lockgate.urls.Allowlist`)."""
+    instances: int = 1
+    """``lockgate.instances``: how many gateway instances share the limits; while Redis is unreachable each
+    enforces 1/instances of every rate limit on its own."""
+    budgets_fail_open: bool = False
+    """``lockgate.budgets_fail_open``: while Redis is unreachable, admit requests under a budget (default:
+    refuse them, since their spend cannot be counted against the shared budget)."""
+    default_max_output_tokens: int = 4096
+    """``lockgate.default_max_output_tokens``: the output reserved against tpm limits and budgets when a
+    request names no max_tokens and its model no max_output_tokens."""
     warnings: tuple[Problem, ...] = ()
     source: str = "<config>"
 
@@ -329,7 +340,8 @@ def _deployment(entry: Any, index: int, check: _Checker, path: str | None = None
             check.warn(f"{ppath}.{key}", f"ignored: not a parameter of the {provider.name} provider")
     if "drop_params" in params:
         options["drop_params"] = check.boolean(params["drop_params"], f"{ppath}.drop_params")
-    check.keys(info, at("model_info"), _MODEL_INFO)
+    tiers = {k for k in info if isinstance(k, str) and _PRICE_TIER.match(k)}  # input_cost_per_token_above_200k_tokens
+    check.keys(info, at("model_info"), _MODEL_INFO | tiers)
     mode = info.get("mode", "chat")
     if not isinstance(mode, str) or mode not in _MODES:
         check.error(at("model_info.mode"), f"must be one of {', '.join(sorted(_MODES))}")
@@ -582,6 +594,9 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
         upstream_pool_size=num(native, "upstream_pool_size", "lockgate", 0, True),
         salt_key=_salt_key(env, check),
         model_api_base_allow=_allowlist(native.get("model_api_base_allow"), check),
+        instances=max(1, num(native, "instances", "lockgate", 1, True)),
+        budgets_fail_open=check.boolean(native.get("budgets_fail_open", False), "lockgate.budgets_fail_open"),
+        default_max_output_tokens=num(native, "default_max_output_tokens", "lockgate", 4096, True),
         warnings=tuple(check.warnings),
         source=source,
     )

@@ -15,6 +15,8 @@ generic 500 without details. Each error knows its HTTP status and renders in the
     ├── RequestTimeout                408     timeout_error      (the client sent its body too slowly)
     ├── PayloadTooLarge               413     invalid_request_error / request_too_large
     ├── HeadersTooLarge               431     invalid_request_error / request_header_fields_too_large
+    ├── RateLimited                   429     requests or tokens / rate_limit_exceeded  (with retry-after)
+    ├── BudgetExceeded                400     budget_exceeded / budget_exceeded          (LiteLLM's shape)
     ├── UpstreamError                 (the upstream's own status, message scrubbed)
     ├── UpstreamUnavailable           502     api_error / upstream_unavailable
     ├── UpstreamTimeout               504     timeout_error / upstream_timeout
@@ -34,6 +36,7 @@ import orjson
 __all__ = [
     "AuthenticationFailed",
     "BadRequest",
+    "BudgetExceeded",
     "ForbiddenField",
     "GatewayError",
     "HeadersTooLarge",
@@ -44,6 +47,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "RateLimited",
     "RequestTimeout",
     "UpstreamError",
     "UpstreamTimeout",
@@ -172,6 +176,30 @@ class HeadersTooLarge(GatewayError):
     status = 431
     type = "invalid_request_error"
     code = "request_header_fields_too_large"
+
+
+class RateLimited(GatewayError):
+    """A gateway limit (requests, tokens or requests in flight) is reached; ``retry-after`` says when to retry."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, tokens: bool = False, scope: str = "") -> None:
+        super().__init__(message)
+        self.scope = scope  # what is limited (``key:...``, ``deployment:<id>``, ...)
+        if tokens:
+            self.type = "tokens"
+        self.headers.append((b"retry-after", str(max(1, int(retry_after + 0.999))).encode()))
+
+
+class BudgetExceeded(GatewayError):
+    """A budget (key, user, team, organisation, end user, or one model's within a key) is spent; a 400 as
+    LiteLLM answers, so clients do not retry what only a reset or an admin can change."""
+
+    status = 400
+    type = "budget_exceeded"
+    code = "budget_exceeded"
 
 
 class UpstreamError(GatewayError):

@@ -15,6 +15,7 @@ stream event.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +31,7 @@ from lockgate.errors import (
     ForbiddenField,
     GatewayError,
     InvalidJSON,
+    RateLimited,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -43,6 +45,8 @@ from lockgate.upstream import UpstreamResponse
 
 if TYPE_CHECKING:
     from lockgate.app import Gateway
+    from lockgate.governance import Admitted
+    from lockgate.storage.base import EndUserRecord
 
 __all__ = ["Controls", "Exchange", "read_json", "require_model", "run", "take_controls"]
 
@@ -261,13 +265,55 @@ async def run(
         model = req.principal.resolve_alias(model)  # a key's (or its team's) own names for models
         req.principal.check_model(model, gw.access_groups)
     end_user = body.get("user") if ex.dialect == "openai" else None
+    end_user_record = None
     if isinstance(end_user, str) and end_user:
-        await gw.auth.check_end_user(end_user[:256])
+        end_user_record = await gw.auth.check_end_user(end_user[:256])
     record = RequestRecord(
         req.request_id, req.path, 200, model_group=model, requested_model=requested, stream=ex.stream,
         session_id=controls.session_id,
     )  # fmt: skip
     plan = list(gw.router.plan(model, controls.num_retries))
+    admitted = await _admit(gw, req, end_user_record, model, plan, len(raw), body)
+    try:
+        await _attempts(gw, req, body, raw, model, controls, ex, record, plan)
+    finally:
+        if admitted is not None:
+            await gw.governor.settle(admitted, record.usage)
+
+
+async def _admit(
+    gw: Gateway, req: Request, end_user: EndUserRecord | None, model: str, plan: list[Target], size: int,
+    body: dict[str, Any],
+) -> Admitted | None:  # fmt: skip
+    """Count the request against its limits (governance.py). A deployment at its own rpm/tpm is swapped for
+    another deployment of its group; the client sees a 429 only when every one is full."""
+    full: set[str] = set()
+    while True:
+        deployment = plan[0].deployment if plan else None
+        try:
+            admitted = await gw.governor.admit(req.request_id, req.principal, end_user, model, deployment, size, body)
+        except RateLimited as error:
+            if deployment is None or error.scope != f"deployment:{deployment.id}":
+                raise
+            full.add(deployment.id)
+            try:
+                others = [t for t in gw.router.group(deployment.model_name) if t.deployment.id not in full]
+            except GatewayError:
+                others = []
+            if not others:
+                raise
+            other = random.choice(others)  # noqa: S311 - load spreading, not security
+            plan[:] = [other if t.deployment.id == deployment.id else t for t in plan]
+            continue
+        if admitted is not None:
+            req.response_headers.extend(admitted.headers)
+        return admitted
+
+
+async def _attempts(
+    gw: Gateway, req: Request, body: dict[str, Any], raw: bytes, model: str, controls: Controls, ex: Exchange,
+    record: RequestRecord, plan: list[Target],
+) -> None:  # fmt: skip
     if gw.thinking.shared and ex.dialect == "openai" and ex.kind == "chat":
         await gw.thinking.prefetch(_signed_texts(body))  # signatures another instance may have returned
     translations: dict[str, dict[str, Any]] = {}
@@ -396,20 +442,29 @@ async def _relay_stream(
         resp.close()
 
     watcher = asyncio.create_task(watch())
+    events, complete = 0, False
     try:
         out = _pipe(stages, first)
         if out:
+            events += out.count(b"\n\n")
             await send({"type": "http.response.body", "body": out, "more_body": True})
         async for chunk in chunks:
             out = _pipe(stages, chunk)
             if out:
+                events += out.count(b"\n\n")
                 await send({"type": "http.response.body", "body": out, "more_body": True})
         tail = _drain(stages)
+        complete = not disconnected
     except GatewayError as error:
         tail = b"" if disconnected else _error_event(error, dialect)
         record.error_type = None if disconnected else type(error).__name__
     finally:
         watcher.cancel()
     record.usage, record.client_disconnected = _usage_of(stages), disconnected
+    if not complete or record.usage is None:  # cut short, or no usage sent: count what was produced, an event a token
+        usage = dict(record.usage or {})
+        usage["completion_tokens"] = max(int(usage.get("completion_tokens") or 0), events)
+        usage["estimated"] = True
+        record.usage = usage
     await send({"type": "http.response.body", "body": tail, "more_body": False})
     gw.emit(record, req)

@@ -1,0 +1,371 @@
+"""Limits and budgets on the request path: which limits a request is under, one admission before the
+upstream is called, one settlement after it answered.
+
+    limits_of(principal, end_user, model, deployment)  every rpm / tpm / parallel / budget limit that
+                                                       applies: the key's, its per-model ones, its
+                                                       user's, team's, organisation's, the end user's,
+                                                       and the deployment's own rpm / tpm
+    Governor.admit(...)   one Limiter.admit for all of them (one Redis round trip; none on one instance):
+                          RateLimited (429 + retry-after) or BudgetExceeded (400), naming which limit
+    Governor.settle(...)  one Limiter.settle with the real tokens and cost; the spend is queued for the
+                          database (SpendWriter: one transaction a second), where budgets are seeded from
+                          when a counter is cold (a restart, a Redis flush)
+
+Estimates reserve capacity before the answer is known: tokens ≈ request bytes / 4 plus the output
+allowance (``max_tokens``, else the model's ``max_output_tokens``, else ``lockgate.default_max_output_tokens``);
+cost from the same counts at the deployment's prices (``model_info``). A budget admits a request only if
+its estimated cost still fits, so concurrent requests cannot overspend it by more than what one request's
+real cost exceeds its estimate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lockgate import pricing
+from lockgate.errors import BudgetExceeded, GatewayError, RateLimited, describe
+from lockgate.limits import Admission, Ask, Limit, Limiter, Ticket, Window
+from lockgate.storage.base import EndUserRecord, SpendDelta
+
+if TYPE_CHECKING:
+    from lockgate.auth import Principal
+    from lockgate.deployment import Deployment
+    from lockgate.storage.base import Store
+
+__all__ = ["Admitted", "Governor", "SpendWriter", "limits_of", "period"]
+
+log = logging.getLogger("lockgate")
+
+_WHO = {"key": "key", "user": "user", "team": "team", "org": "organisation", "end_user": "end user"}
+_KINDS = {"rpm": "requests per minute", "tpm": "tokens per minute", "parallel": "requests in flight"}
+
+
+def _window(duration: str | None, anchor: Any) -> Window | None:
+    if not duration:
+        return None
+    try:
+        return Window.parse(duration, anchor)
+    except ValueError:  # stored before it was checked; a budget without a period still holds
+        return None
+
+
+def limits_of(
+    principal: Principal | None, end_user: EndUserRecord | None, model: str, deployment: Deployment | None
+) -> tuple[Limit, ...]:
+    """Every limit a request for ``model`` (on ``deployment``, the first planned) is under."""
+    limits: list[Limit] = []
+
+    def add(scope: str, kind: str, value: float | None, window: Window | None = None) -> None:
+        if value is not None:
+            limits.append(Limit(scope, kind, float(value), window))  # type: ignore[arg-type]
+
+    key = principal.key if principal is not None else None
+    if key is not None:
+        scope = f"key:{key.token_hash}"
+        add(scope, "parallel", key.max_parallel_requests)
+        add(scope, "rpm", key.rpm_limit)
+        add(scope, "tpm", key.tpm_limit)
+        add(scope, "budget", key.max_budget, _window(key.budget_duration, key.created_at))
+        model_scope = f"{scope}:model:{model}"
+        add(model_scope, "rpm", key.model_rpm_limit.get(model))
+        add(model_scope, "tpm", key.model_tpm_limit.get(model))
+        add(model_scope, "budget", key.model_max_budget.get(model), _window(key.budget_duration, key.created_at))
+    if principal is not None and principal.user is not None:
+        user = principal.user
+        scope = f"user:{user.user_id}"
+        add(scope, "rpm", user.rpm_limit)
+        add(scope, "tpm", user.tpm_limit)
+        add(scope, "budget", user.max_budget, _window(user.budget_duration, user.created_at))
+    if principal is not None and principal.team is not None:
+        team = principal.team
+        scope = f"team:{team.team_id}"
+        add(scope, "parallel", team.max_parallel_requests)
+        add(scope, "rpm", team.rpm_limit)
+        add(scope, "tpm", team.tpm_limit)
+        add(scope, "budget", team.max_budget, _window(team.budget_duration, team.created_at))
+    if principal is not None and principal.org is not None:
+        add(f"org:{principal.org.organization_id}", "budget", principal.org.max_budget)
+    if end_user is not None:
+        add(f"end_user:{end_user.user_id}", "budget", end_user.max_budget)
+    if deployment is not None:
+        add(f"deployment:{deployment.id}", "rpm", deployment.rpm)
+        add(f"deployment:{deployment.id}", "tpm", deployment.tpm)
+    return tuple(limits)
+
+
+def _entities(principal: Principal | None, end_user: EndUserRecord | None) -> list[tuple[str, str]]:
+    """The records whose lifetime ``spend`` a request's cost is added to."""
+    found: list[tuple[str, str]] = []
+    if principal is not None:
+        if principal.key is not None:
+            found.append(("key", principal.key.token_hash))
+        if principal.user is not None:
+            found.append(("user", principal.user.user_id))
+        if principal.team is not None:
+            found.append(("team", principal.team.team_id))
+        if principal.org is not None:
+            found.append(("org", principal.org.organization_id))
+    if end_user is not None:
+        found.append(("end_user", end_user.user_id))
+    return found
+
+
+def period(limit: Limit, now: float) -> str:
+    """The budget period ``now`` falls in, as the database names it: ``""`` for a budget without a
+    duration (it never resets), else the window's series and the period's start (``1d@<anchor>/<start>``)."""
+    if limit.window is None:
+        return ""
+    return f"{limit.window.id}/{limit.window.bounds_ms(now)[0]}"
+
+
+def _describe(limit: Limit) -> str:
+    kind, _, rest = limit.scope.partition(":")
+    who = _WHO.get(kind, kind)
+    if ":model:" in rest:
+        who = f"{who}'s limit for the model {rest.split(':model:', 1)[1][:100]}"
+    elif kind == "deployment":
+        who = "deployment"
+    return who
+
+
+@dataclass(slots=True)
+class Admitted:
+    """What a request was admitted with: settle it once the answer is known."""
+
+    ticket: Ticket
+    limits: tuple[Limit, ...]
+    entities: list[tuple[str, str]]
+    prices: Mapping[str, Any]
+    prompt: int
+    """The estimated prompt tokens (used when the answer carries no usage)."""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class SpendWriter:
+    """Queues spend for the database and writes it in one transaction a second (and at shutdown)."""
+
+    def __init__(self, store: Store, interval: float = 1.0) -> None:
+        self._store = store
+        self._interval = interval
+        self._deltas: dict[tuple[str, str], float] = {}
+        self._entities: dict[tuple[str, str], float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, limits: Iterable[Limit], entities: Iterable[tuple[str, str]], cost: float, now: float) -> None:
+        if cost <= 0 or not math.isfinite(cost):
+            return
+        for limit in limits:
+            if limit.kind == "budget":
+                key = (limit.scope, period(limit, now))
+                self._deltas[key] = self._deltas.get(key, 0.0) + cost
+        for entity in entities:
+            self._entities[entity] = self._entities.get(entity, 0.0) + cost
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._deltas and not self._entities:
+            return
+        deltas, entities = self._deltas, self._entities
+        self._deltas, self._entities = {}, {}
+        try:
+            await self._store.add_spend(
+                [SpendDelta(scope, window, amount) for (scope, window), amount in deltas.items()],
+                [(kind, ident, amount) for (kind, ident), amount in entities.items()],
+            )
+        except Exception as exc:  # keep it for the next flush rather than lose it
+            log.error("spend not written to the database yet (%s); retrying", describe(exc))
+            for key, amount in deltas.items():
+                self._deltas[key] = self._deltas.get(key, 0.0) + amount
+            for entity, amount in entities.items():
+                self._entities[entity] = self._entities.get(entity, 0.0) + amount
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+
+class Governor:
+    """Admits and settles requests against a :class:`~lockgate.limits.Limiter`."""
+
+    def __init__(self, limiter: Limiter, store: Store, *, default_output: int = 4096) -> None:
+        self.limiter = limiter
+        self.store = store
+        self.writer = SpendWriter(store)
+        self._default_output = default_output
+
+    def estimate(self, raw_size: int, body: Mapping[str, Any], deployment: Deployment | None) -> tuple[int, int]:
+        """(prompt tokens, output tokens) a request may use, before it is sent."""
+        prompt = _prompt_tokens(body, raw_size)
+        output = None
+        for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+            value = body.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                output = value
+                break
+        if output is None and deployment is not None:
+            value = deployment.model_info.get("max_output_tokens") or deployment.model_info.get("max_tokens")
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                output = value
+        if output is None:
+            output = self._default_output
+        return prompt, output
+
+    async def admit(
+        self,
+        request_id: str,
+        principal: Principal | None,
+        end_user: EndUserRecord | None,
+        model: str,
+        deployment: Deployment | None,
+        raw_size: int,
+        body: Mapping[str, Any],
+    ) -> Admitted | None:
+        """Count the request against every limit it is under, or raise; None when there are none."""
+        limits = limits_of(principal, end_user, model, deployment)
+        if not limits:
+            return None
+        prompt, output = self.estimate(raw_size, body, deployment)
+        prices = deployment.model_info if deployment is not None else {}
+        cost = pricing.estimate(prices, prompt, output) or 0.0  # unknown prices: the budget's spend so far counts
+        ask = Ask(request_id, limits, prompt + output, cost)
+        admission = await self.limiter.admit(ask)
+        if admission.cold and admission.denied is None:  # a budget's counter is empty: seed it, ask again once
+            now = time.time()
+            for limit in admission.cold:
+                await self.limiter.seed(limit, await self.store.window_spend(limit.scope, period(limit, now)))
+            admission = await self.limiter.admit(ask)
+        headers = _headers(limits, admission)
+        if not admission.allowed or admission.ticket is None:
+            raise _refusal(admission, headers)
+        return Admitted(admission.ticket, limits, _entities(principal, end_user), prices, prompt, headers)
+
+    async def settle(self, admitted: Admitted, usage: Mapping[str, Any] | None) -> float:
+        """Replace the reservations with what the request used (``usage``: OpenAI-shaped; a partial one, e.g.
+        the output of a stream the client cut, is completed from the estimate); returns its cost (0 when
+        the deployment has no prices). A request that failed before any answer settles with no usage."""
+        usage = usage or {}
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int) and not usage.get("estimated"):
+            tokens, cost = max(0, prompt) + max(0, completion), pricing.cost_of(admitted.prices, usage)
+        elif isinstance(completion, int):  # some output was produced, its usage never arrived
+            prompt = prompt if isinstance(prompt, int) else admitted.prompt
+            tokens, cost = prompt + max(0, completion), pricing.estimate(admitted.prices, prompt, max(0, completion))
+        else:  # nothing came back: nothing was produced
+            tokens, cost = 0, 0.0
+        cost = cost or 0.0
+        await self.limiter.settle(admitted.ticket, tokens, cost)
+        self.writer.add(admitted.limits, admitted.entities, cost, time.time())
+        return cost
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await self.limiter.close()
+
+
+_IMAGE_TOKENS = 1600  # what one image part is reckoned at before the provider counts it
+
+
+def _prompt_tokens(body: Mapping[str, Any], raw_size: int) -> int:
+    """About four characters a token over the text a model reads: messages (OpenAI and Anthropic shapes),
+    system, tools; embeddings' input. Not a tokenizer: the settlement replaces it with the real count."""
+    chars, images, messages = 0, 0, 0
+
+    def walk(content: Any) -> None:
+        nonlocal chars, images
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict):
+                    kind = part.get("type")
+                    if kind in ("image_url", "image", "input_image", "document"):
+                        images += 1
+                    else:
+                        walk(part.get("text") or part.get("content") or part.get("input") or "")
+                else:
+                    walk(part)
+        elif content is not None:
+            chars += len(str(content))
+
+    found = False
+    for name in ("messages", "input", "prompt"):
+        value = body.get(name)
+        if value is None:
+            continue
+        found = True
+        if name == "messages" and isinstance(value, list):
+            for message in value:
+                messages += 1
+                if isinstance(message, dict):
+                    walk(message.get("content"))
+                    if message.get("tool_calls"):
+                        chars += len(str(message["tool_calls"]))
+        else:
+            walk(value)
+    if not found:
+        return max(1, raw_size // 4)
+    walk(body.get("system"))
+    if body.get("tools"):
+        chars += len(str(body["tools"]))
+    return max(1, chars // 4 + 4 * messages + _IMAGE_TOKENS * images)
+
+
+def _headers(limits: tuple[Limit, ...], admission: Admission) -> list[tuple[bytes, bytes]]:
+    """OpenAI's ``x-ratelimit-*`` headers for the tightest request and token limits."""
+    headers: list[tuple[bytes, bytes]] = []
+    for kind, name in (("rpm", b"requests"), ("tpm", b"tokens")):
+        best: tuple[float, Limit] | None = None
+        for limit in limits:
+            if limit.kind != kind:
+                continue
+            remaining = admission.remaining.get((limit.scope, limit.kind), limit.limit)
+            if best is None or remaining < best[0]:
+                best = (remaining, limit)
+        if best is not None:
+            headers.append((b"x-ratelimit-limit-" + name, str(int(best[1].limit)).encode()))
+            headers.append((b"x-ratelimit-remaining-" + name, str(max(0, int(best[0]))).encode()))
+    return headers
+
+
+def _refusal(admission: Admission, headers: list[tuple[bytes, bytes]]) -> GatewayError:
+    limit = admission.denied
+    if limit is None:  # pragma: no cover - a limiter refuses with a reason
+        error = RateLimited("Rate limit reached.", retry_after=1.0)
+        error.headers.extend(headers)
+        return error
+    who = _describe(limit)
+    if limit.kind == "budget":
+        when = ""
+        if admission.retry_after is not None and limit.window is not None:
+            resets = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + admission.retry_after))
+            when = f" It resets at {resets}."
+        spent = f"Budget exceeded: the {who}'s budget of ${limit.limit:g} is spent.{when}"
+        budget: GatewayError = BudgetExceeded(spent)
+        if admission.degraded:  # fail closed, but say so: this one is worth retrying
+            message = f"The {who}'s budget cannot be checked right now (shared counters unreachable); try again."
+            budget = GatewayError(message, status=503, code="limits_unavailable")
+            budget.headers.append((b"retry-after", b"1"))
+        budget.headers.extend(headers)
+        return budget
+    retry = admission.retry_after if admission.retry_after is not None else 1.0
+    message = f"Rate limit reached: the {who}'s limit of {limit.limit:g} {_KINDS[limit.kind]}. Retry in {retry:.0f}s."
+    error = RateLimited(message, retry_after=retry, tokens=limit.kind == "tpm", scope=limit.scope)
+    error.headers.extend(headers)
+    return error

@@ -1,0 +1,230 @@
+"""Rate limits and budgets end to end (issue 6): real gateway processes, the official SDKs as clients, the
+in-process limiter on one instance, real Redis and Postgres shared by three instances.
+
+Costs come from ``model_info`` prices on the offline demo model, whose usage is deterministic: a request
+with one short message costs a few tokens at $0.01 a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import anthropic
+import httpx
+import openai
+import pytest
+import redis
+
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.support import MASTER_KEY, GatewayProcess
+
+REDIS_URL = "redis://127.0.0.1:6379/12"
+UPSTREAM_KEY = "sk-upstream-secret-canary-7f3a9c"  # the fake_openai fixture's
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+PRICED = "model_info: {input_cost_per_token: 0.01, output_cost_per_token: 0.01, max_output_tokens: 8}"
+CONFIG = f"""model_list:
+  - model_name: demo
+    litellm_params: {{model: demo/echo}}
+    {PRICED}
+  - model_name: pair
+    litellm_params: {{model: demo/a, rpm: 2}}
+    model_info: {{id: pair-a}}
+  - model_name: pair
+    litellm_params: {{model: demo/b, rpm: 2}}
+    model_info: {{id: pair-b}}
+general_settings:
+  user_api_key_cache_ttl: 1
+"""
+
+
+def admin(gw: GatewayProcess, path: str, body: dict[str, object] | None = None, **params: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    if body is None:
+        return httpx.get(gw.url + path, headers=headers, params=params)
+    return httpx.post(gw.url + path, headers=headers, json=body)
+
+
+def chat(gw: GatewayProcess, key: str, model: str = "demo", **extra: object) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 8, **extra}
+    return httpx.post(gw.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body)
+
+
+def spend_of(gw: GatewayProcess, key: str, *, at_least: float = 0.0, timeout: float = 5.0) -> float:
+    """The key's recorded spend, once the spend writer has flushed it (it writes once a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        spend = float(admin(gw, "/key/info", key=key).json()["info"]["spend"])
+        if spend > at_least or time.monotonic() > deadline:
+            return spend
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[GatewayProcess]:
+    with GatewayProcess(CONFIG) as gw:
+        yield gw
+
+
+def test_rpm_answers_429_with_retry_after_and_headers(gateway: GatewayProcess) -> None:
+    key = admin(gateway, "/key/generate", {"rpm_limit": 3}).json()["key"]
+    remaining = []
+    for _ in range(3):
+        ok = chat(gateway, key)
+        assert ok.status_code == 200, ok.text
+        assert ok.headers["x-ratelimit-limit-requests"] == "3"
+        remaining.append(ok.headers["x-ratelimit-remaining-requests"])
+    assert remaining == ["2", "1", "0"]
+    refused = chat(gateway, key)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded" and refused.json()["error"]["type"] == "requests"
+    assert "key's limit of 3 requests per minute" in refused.json()["error"]["message"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        client.messages.create(model="demo", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+
+
+def test_tpm_counts_real_tokens(gateway: GatewayProcess) -> None:
+    key = admin(gateway, "/key/generate", {"tpm_limit": 60}).json()["key"]
+    admitted = 0
+    for _ in range(20):
+        answer = chat(gateway, key)
+        if answer.status_code != 200:
+            assert answer.status_code == 429 and answer.json()["error"]["type"] == "tokens"
+            break
+        admitted += 1
+    assert 2 <= admitted < 20  # each request holds ~15 tokens once settled, not its 8-token output reservation
+
+
+def test_parallel_requests_are_limited(fake_openai: FakeOpenAI) -> None:
+    config = f"""model_list:
+  - model_name: slow
+    litellm_params: {{model: openai/fault-slow-600, api_base: {fake_openai.url}/v1, api_key: {UPSTREAM_KEY}}}
+"""
+    with GatewayProcess(config) as gw:
+        key = admin(gw, "/key/generate", {"max_parallel_requests": 1}).json()["key"]
+
+        async def both() -> list[int]:
+            async with httpx.AsyncClient(timeout=10) as client:
+                body = {"model": "slow", "messages": [{"role": "user", "content": "hi"}]}
+                headers = {"Authorization": f"Bearer {key}"}
+                sent = [client.post(gw.url + "/v1/chat/completions", headers=headers, json=body) for _ in range(2)]
+                return sorted(r.status_code for r in await asyncio.gather(*sent))
+
+        assert asyncio.run(both()) == [200, 429]
+        assert chat(gw, key, "slow").status_code == 200  # the slot came back
+
+
+def test_key_budget_stops_spend_and_survives_a_restart() -> None:
+    with GatewayProcess(CONFIG) as gw:
+        key = admin(gw, "/key/generate", {"max_budget": 1.0}).json()["key"]
+        answers = [chat(gw, key) for _ in range(12)]
+        codes = [a.status_code for a in answers]
+        assert 200 in codes and codes[-1] == 400, codes
+        refused = answers[-1].json()["error"]
+        assert refused["type"] == "budget_exceeded" and "key's budget of $1" in refused["message"]
+        spent = spend_of(gw, key, at_least=0.5)
+        assert 0.5 < spent <= 1.0 + 1e-9  # never more than the budget: each request's estimate covered it
+        gw.stop()
+        gw.start()
+        assert chat(gw, key).status_code == 400  # the counter starts cold and is seeded from the database
+
+
+def test_user_team_and_end_user_budgets(gateway: GatewayProcess) -> None:
+    user = admin(gateway, "/user/new", {"max_budget": 0.3}).json()
+    codes = [chat(gateway, user["key"]).status_code for _ in range(6)]
+    assert codes[0] == 200 and codes[-1] == 400
+    assert "user's budget" in chat(gateway, user["key"]).json()["error"]["message"]
+    team = admin(gateway, "/team/new", {"max_budget": 0.3}).json()["team_id"]
+    team_key = admin(gateway, "/key/generate", {"team_id": team}).json()["key"]
+    assert [chat(gateway, team_key).status_code for _ in range(6)][-1] == 400
+    assert "team's budget" in chat(gateway, team_key).json()["error"]["message"]
+    customer = f"cust-{uuid.uuid4().hex[:6]}"
+    assert admin(gateway, "/customer/new", {"user_id": customer, "max_budget": 0.3}).status_code == 200
+    free_key = admin(gateway, "/key/generate", {}).json()["key"]
+    codes = [chat(gateway, free_key, user=customer).status_code for _ in range(6)]
+    assert codes[0] == 200 and codes[-1] == 400
+    assert "end user's budget" in chat(gateway, free_key, user=customer).json()["error"]["message"]
+    assert chat(gateway, free_key).status_code == 200  # the key itself has no budget
+
+
+def test_budget_resets_on_its_boundary(gateway: GatewayProcess) -> None:
+    key = admin(gateway, "/key/generate", {"max_budget": 0.3, "budget_duration": "3s"}).json()["key"]
+    deadline = time.monotonic() + 10
+    while chat(gateway, key).status_code == 200:
+        assert time.monotonic() < deadline
+    refused = chat(gateway, key).json()["error"]["message"]
+    assert "resets at" in refused
+    time.sleep(3.2)
+    assert chat(gateway, key).status_code == 200
+
+
+def test_deployment_rpm_routes_around_a_full_deployment(gateway: GatewayProcess) -> None:
+    key = admin(gateway, "/key/generate", {}).json()["key"]
+    served = [chat(gateway, key, "pair").headers.get("x-lockgate-deployment") for _ in range(4)]
+    assert sorted(served) == ["pair-a", "pair-a", "pair-b", "pair-b"]  # type: ignore[type-var]
+    refused = chat(gateway, key, "pair")
+    assert refused.status_code == 429 and "deployment" in refused.json()["error"]["message"]
+
+
+def test_a_stream_cut_by_the_client_is_counted(fake_openai: FakeOpenAI) -> None:
+    config = f"""model_list:
+  - model_name: slow
+    litellm_params:
+      {{model: openai/fault-slowstream-200, api_base: {fake_openai.url}/v1, api_key: {UPSTREAM_KEY}}}
+    model_info: {{input_cost_per_token: 0.01, output_cost_per_token: 0.01}}
+"""
+    with GatewayProcess(config) as gw:
+        key = admin(gw, "/key/generate", {"max_budget": 100}).json()["key"]
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+        stream = client.chat.completions.create(
+            model="slow", stream=True, messages=[{"role": "user", "content": "one two three four five six"}]
+        )
+        first = next(iter(stream))
+        assert first.choices
+        stream.close()  # the client hangs up after the first chunk
+        assert spend_of(gw, key) > 0  # what was produced before the cut is paid for
+        record = next(r for r in gw.records() if r.get("client_disconnected"))
+        assert record["usage"]["estimated"] is True and record["usage"]["completion_tokens"] >= 1
+
+
+@pytest.fixture()
+def shared() -> Iterator[list[GatewayProcess]]:
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    config = CONFIG + f"router_settings:\n  redis_url: {REDIS_URL}\nlockgate:\n  instances: 3\n"
+    gateways = [GatewayProcess(config, env={"DATABASE_URL": POSTGRES}) for _ in range(3)]
+    for gw in gateways:
+        gw.start()
+    try:
+        yield gateways
+    finally:
+        for gw in gateways:
+            gw.stop()
+
+
+def test_limits_hold_across_three_instances(shared: list[GatewayProcess]) -> None:
+    key = admin(shared[0], "/key/generate", {"rpm_limit": 30}).json()["key"]
+
+    async def burst(n: int, body: dict[str, object]) -> list[int]:
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=60)) as client:
+            headers = {"Authorization": f"Bearer {key}"}
+            sent = [
+                client.post(shared[i % 3].url + "/v1/chat/completions", headers=headers, json=body) for i in range(n)
+            ]
+            return [r.status_code for r in await asyncio.gather(*sent)]
+
+    body: dict[str, object] = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    codes = asyncio.run(burst(90, body))
+    assert codes.count(200) == 30 and codes.count(429) == 60  # one limit, not one per instance
+
+    budget_key = admin(shared[1], "/key/generate", {"max_budget": 1.0}).json()["key"]
+    key = budget_key
+    codes = asyncio.run(burst(150, body))
+    assert codes.count(200) >= 1 and codes.count(400) >= 1
+    spent = spend_of(shared[2], budget_key, at_least=0.5)
+    one_request = 0.2  # ~20 tokens at $0.01
+    assert spent <= 1.0 + one_request, spent
