@@ -35,6 +35,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 KEY = "sk-bench-master-key-0123456789abcdef"
+GOVERNED_REDIS = "redis://127.0.0.1:6379/11"
+# Limits a governed key is under: high enough never to refuse during the bench, so every request pays for
+# checking and counting all of them (rpm, tpm, parallel, budget) and for settling its cost.
+GOVERNED_LIMITS = {"rpm_limit": 10**9, "tpm_limit": 10**12, "max_parallel_requests": 10**6, "max_budget": 10**6}
 BODY = {
     "model": "bench",
     "messages": [
@@ -160,13 +164,13 @@ def write_lua(path: Path, body: dict[str, Any], key: str = KEY) -> None:
     )
 
 
-def virtual_key(port: int) -> str:
-    """A virtual key made through /key/generate, allowed the bench models."""
+def virtual_key(port: int, **limits: Any) -> str:
+    """A virtual key made through /key/generate, allowed the bench models (and under ``limits``)."""
     import urllib.request
 
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/key/generate",
-        data=json.dumps({"models": ["bench", "bench-slow"], "key_alias": "bench"}).encode(),
+        data=json.dumps({"models": ["bench", "bench-slow"], "key_alias": f"bench-{port}", **limits}).encode(),
         headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=5) as response:  # loopback
@@ -272,6 +276,7 @@ class Side:
     open_loop: dict[str, float] = field(default_factory=dict)
     same_core: dict[str, float] = field(default_factory=dict)
     virtual_key: dict[int, Wrk] = field(default_factory=dict)
+    governed: dict[int, Wrk] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -289,14 +294,19 @@ def colocated(pid: int | None) -> Any:
         os.sched_setaffinity(pid, before)
 
 
-def gateway_config(fast: int, slow: int) -> str:
-    return (
+def gateway_config(fast: int, slow: int, governed: bool = False) -> str:
+    """The bench models; ``governed``: priced, with limits shared through Redis (db 11) and spend in SQLite."""
+    prices = "    model_info: {input_cost_per_token: 1.5e-07, output_cost_per_token: 6.0e-07}\n" if governed else ""
+    config = (
         "model_list:\n"
         f"  - model_name: bench\n    litellm_params:\n      model: openai/gpt-4o-mini\n"
-        f"      api_base: http://127.0.0.1:{fast}/v1\n      api_key: sk-upstream-bench\n"
+        f"      api_base: http://127.0.0.1:{fast}/v1\n      api_key: sk-upstream-bench\n{prices}"
         f"  - model_name: bench-slow\n    litellm_params:\n      model: openai/gpt-4o-mini\n"
-        f"      api_base: http://127.0.0.1:{slow}/v1\n      api_key: sk-upstream-bench\n"
+        f"      api_base: http://127.0.0.1:{slow}/v1\n      api_key: sk-upstream-bench\n{prices}"
     )
+    if governed:
+        config += f"router_settings:\n  redis_url: {GOVERNED_REDIS}\n"
+    return config
 
 
 def start_gateway(config: Path, port: int, log: Path) -> tuple[subprocess.Popen[bytes], float]:
@@ -374,6 +384,12 @@ def table(direct: Side, gateway: Side, rss: float, cold: float, args: argparse.N
         vk = gateway.virtual_key
         row("virtual key: requests/s, 16 connections", direct.wrk[16].rps, vk[16].rps, "ratio")
         row("virtual key: latency p50, 1 connection (ms)", direct.wrk[1].p50_ms, vk[1].p50_ms, "added")
+    if gateway.governed:
+        gv = gateway.governed
+        row("governed: requests/s, 16 connections", direct.wrk[16].rps, gv[16].rps, "ratio")
+        row("governed: latency p50, 1 connection (ms)", direct.wrk[1].p50_ms, gv[1].p50_ms, "added")
+        bare = gateway.virtual_key.get(16) or gateway.wrk[16]
+        rows.append(f"{'governed / bare virtual key, 16 connections':44} {'':11} {gv[16].rps / bare.rps:11.2f}x")
     d1, g1 = direct.same_core, gateway.same_core
     row("same core: latency p50, 1 connection (ms)", d1["p50_ms"], g1["p50_ms"], "added")
     row("same core: latency p99, 1 connection (ms)", d1["p99_ms"], g1["p99_ms"], "added")
@@ -428,6 +444,19 @@ def main() -> int:
         write_lua(key_lua, BODY, virtual_key(port))
         through.virtual_key = {c: run_wrk(wrk, gw_url, key_lua, c, args.duration) for c in (1, 16)}
         rss = peak_rss_mb(gateway.pid)
+        print("measuring lockgate governed (key limits + budget, Redis)...", file=sys.stderr)
+        stop(gateway)
+        import redis
+
+        redis.Redis.from_url(GOVERNED_REDIS).flushdb()
+        governed_config, governed_port = tmp / "governed.yaml", free_port()
+        governed_config.write_text(gateway_config(fast, slow, governed=True))
+        start_gateway(governed_config, governed_port, tmp / "governed.log")
+        governed_lua = tmp / "chat-governed.lua"
+        write_lua(governed_lua, BODY, virtual_key(governed_port, **GOVERNED_LIMITS))
+        governed_url = f"http://127.0.0.1:{governed_port}/v1/chat/completions"
+        run_wrk(wrk, governed_url, governed_lua, 16, 2)  # warm up
+        through.governed = {c: run_wrk(wrk, governed_url, governed_lua, c, args.duration) for c in (1, 16)}
         print(table(direct, through, rss, cold, args))
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from lockgate.deployment import Deployment
     from lockgate.storage.base import Store
 
-__all__ = ["Admitted", "Governor", "SpendWriter", "limits_of", "period"]
+__all__ = ["SOFT_ONLY", "Admitted", "Governor", "SpendWriter", "limits_of", "period", "soft_budgets"]
 
 log = logging.getLogger("lockgate")
 
@@ -72,7 +72,7 @@ def limits_of(
         add(scope, "parallel", key.max_parallel_requests)
         add(scope, "rpm", key.rpm_limit)
         add(scope, "tpm", key.tpm_limit)
-        add(scope, "budget", key.max_budget, _window(key.budget_duration, key.created_at))
+        add(scope, "budget", _budget(key.max_budget, key.soft_budget), _window(key.budget_duration, key.created_at))
         model_scope = f"{scope}:model:{model}"
         add(model_scope, "rpm", key.model_rpm_limit.get(model))
         add(model_scope, "tpm", key.model_tpm_limit.get(model))
@@ -89,7 +89,7 @@ def limits_of(
         add(scope, "parallel", team.max_parallel_requests)
         add(scope, "rpm", team.rpm_limit)
         add(scope, "tpm", team.tpm_limit)
-        add(scope, "budget", team.max_budget, _window(team.budget_duration, team.created_at))
+        add(scope, "budget", _budget(team.max_budget, team.soft_budget), _window(team.budget_duration, team.created_at))
     if principal is not None and principal.org is not None:
         add(f"org:{principal.org.organization_id}", "budget", principal.org.max_budget)
     if end_user is not None:
@@ -98,6 +98,24 @@ def limits_of(
         add(f"deployment:{deployment.id}", "rpm", deployment.rpm)
         add(f"deployment:{deployment.id}", "tpm", deployment.tpm)
     return tuple(limits)
+
+
+SOFT_ONLY = 1e9
+"""The budget counted for an owner with a soft budget and no hard one: its spend is tracked, never refused."""
+
+
+def _budget(hard: float | None, soft: float | None) -> float | None:
+    return hard if hard is not None else (SOFT_ONLY if soft is not None else None)
+
+
+def soft_budgets(principal: Principal | None) -> dict[str, float]:
+    """``soft_budget`` by scope: crossing one is told (a response header, a log line), never refused."""
+    found: dict[str, float] = {}
+    if principal is not None and principal.key is not None and principal.key.soft_budget is not None:
+        found[f"key:{principal.key.token_hash}"] = principal.key.soft_budget
+    if principal is not None and principal.team is not None and principal.team.soft_budget is not None:
+        found[f"team:{principal.team.team_id}"] = principal.team.soft_budget
+    return found
 
 
 def _entities(principal: Principal | None, end_user: EndUserRecord | None) -> list[tuple[str, str]]:
@@ -139,7 +157,8 @@ def _describe(limit: Limit) -> str:
 class Admitted:
     """What a request was admitted with: settle it once the answer is known."""
 
-    ticket: Ticket
+    ticket: Ticket | None
+    """None when the request is under no limit (its spend is still kept)."""
     limits: tuple[Limit, ...]
     entities: list[tuple[str, str]]
     prices: Mapping[str, Any]
@@ -209,6 +228,7 @@ class Governor:
         self.store = store
         self.writer = SpendWriter(store)
         self._default_output = default_output
+        self._soft_told: set[tuple[str, str]] = set()
 
     def estimate(self, raw_size: int, body: Mapping[str, Any], deployment: Deployment | None) -> tuple[int, int]:
         """(prompt tokens, output tokens) a request may use, before it is sent."""
@@ -237,12 +257,14 @@ class Governor:
         raw_size: int,
         body: Mapping[str, Any],
     ) -> Admitted | None:
-        """Count the request against every limit it is under, or raise; None when there are none."""
+        """Count the request against every limit it is under, or raise. None when it is under none and nobody's
+        spend is kept (the master key without an end user); without limits, only the spend is kept."""
         limits = limits_of(principal, end_user, model, deployment)
-        if not limits:
-            return None
-        prompt, output = self.estimate(raw_size, body, deployment)
+        entities = _entities(principal, end_user)
         prices = deployment.model_info if deployment is not None else {}
+        if not limits:
+            return Admitted(None, limits, entities, prices, _prompt_tokens(body, raw_size)) if entities else None
+        prompt, output = self.estimate(raw_size, body, deployment)
         cost = pricing.estimate(prices, prompt, output) or 0.0  # unknown prices: the budget's spend so far counts
         ask = Ask(request_id, limits, prompt + output, cost)
         admission = await self.limiter.admit(ask)
@@ -254,7 +276,33 @@ class Governor:
         headers = _headers(limits, admission)
         if not admission.allowed or admission.ticket is None:
             raise _refusal(admission, headers)
-        return Admitted(admission.ticket, limits, _entities(principal, end_user), prices, prompt, headers)
+        for scope, soft in soft_budgets(principal).items():
+            self._check_soft(scope, soft, limits, admission, headers)
+        return Admitted(admission.ticket, limits, entities, prices, prompt, headers)
+
+    def _check_soft(
+        self,
+        scope: str,
+        soft: float,
+        limits: tuple[Limit, ...],
+        admission: Admission,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Tell (header on every such response; a warning once per period and process) when a soft budget
+        is crossed: what is spent and reserved, this request included, is at or above it."""
+        budget = next((lim for lim in limits if lim.scope == scope and lim.kind == "budget"), None)
+        remaining = admission.remaining.get((scope, "budget"))
+        if budget is None or remaining is None or budget.limit - remaining < soft:
+            return
+        headers.append((b"x-lockgate-soft-budget-exceeded", scope.partition(":")[0].encode()))
+        seen = (scope, period(budget, time.time()))
+        if seen not in self._soft_told:
+            if len(self._soft_told) > 100_000:
+                self._soft_told.clear()
+            self._soft_told.add(seen)
+            who = _describe(budget)
+            log.warning("soft budget crossed: the %s %s has committed $%.4f of its soft budget $%g",
+                        who, scope.partition(":")[2][:16], budget.limit - remaining, soft)  # fmt: skip
 
     async def settle(self, admitted: Admitted, usage: Mapping[str, Any] | None) -> float:
         """Replace the reservations with what the request used (``usage``: OpenAI-shaped; a partial one, e.g.
@@ -270,7 +318,8 @@ class Governor:
         else:  # nothing came back: nothing was produced
             tokens, cost = 0, 0.0
         cost = cost or 0.0
-        await self.limiter.settle(admitted.ticket, tokens, cost)
+        if admitted.ticket is not None:
+            await self.limiter.settle(admitted.ticket, tokens, cost)
         self.writer.add(admitted.limits, admitted.entities, cost, time.time())
         return cost
 

@@ -228,3 +228,22 @@ def test_limits_hold_across_three_instances(shared: list[GatewayProcess]) -> Non
     spent = spend_of(shared[2], budget_key, at_least=0.5)
     one_request = 0.2  # ~20 tokens at $0.01
     assert spent <= 1.0 + one_request, spent
+
+
+def test_spend_is_kept_for_keys_without_limits(gateway: GatewayProcess) -> None:
+    user = admin(gateway, "/user/new", {}).json()
+    assert chat(gateway, user["key"]).status_code == 200
+    assert spend_of(gateway, user["key"]) > 0
+    deadline = time.monotonic() + 5
+    while admin(gateway, "/user/info", user_id=user["user_id"]).json()["user_info"]["spend"] <= 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_a_soft_budget_is_told_never_enforced(gateway: GatewayProcess) -> None:
+    key = admin(gateway, "/key/generate", {"soft_budget": 0.2}).json()["key"]
+    answers = [chat(gateway, key) for _ in range(6)]
+    assert all(a.status_code == 200 for a in answers)
+    told = [a.headers.get("x-lockgate-soft-budget-exceeded") for a in answers]
+    assert told[0] is None and told[-1] == "key", told
+    assert gateway.logs().count("soft budget crossed") == 1
