@@ -303,8 +303,9 @@ class _Batcher:
     round trip for all of them (Redis still runs each script alone). A caller that stops waiting (its
     timeout) does not stop the call."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(self, client: redis.asyncio.Redis, timeout: float | None = None) -> None:
         self._client = client
+        self._timeout = timeout  # one timer for the whole batch: its callers need none of their own
         self._queue: list[tuple[Call, asyncio.Future[Any]]] = []
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -321,12 +322,13 @@ class _Batcher:
     async def _send(self) -> None:
         batch, self._queue = self._queue, []
         try:
-            results = await self._pipeline([call for call, _ in batch], load=False)
-            missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-            if missing:  # a restarted or flushed server: EVAL loads the script
-                again = await self._pipeline([batch[i][0] for i in missing], load=True)
-                for i, result in zip(missing, again, strict=True):
-                    results[i] = result
+            async with asyncio.timeout(self._timeout):
+                results = await self._pipeline([call for call, _ in batch], load=False)
+                missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+                if missing:  # a restarted or flushed server: EVAL loads the script
+                    again = await self._pipeline([batch[i][0] for i in missing], load=True)
+                    for i, result in zip(missing, again, strict=True):
+                        results[i] = result
         except Exception as exc:
             for _, future in batch:
                 if not future.done():
@@ -407,7 +409,7 @@ class RedisLimiter:
         probe_every: float = 1.0,
     ) -> None:
         self._redis = client  # owned: closed by close()
-        self._batcher = _Batcher(client)
+        self._batcher = _Batcher(client, timeout)
         self._instances = max(1, fallback_share)
         self._fail_open = budgets_fail_open
         self._timeout = timeout
@@ -454,8 +456,7 @@ class RedisLimiter:
             self._next_probe = clock + self._probe_every  # this admit probes; the others stay local meanwhile
         tid = os.urandom(12).hex()
         try:
-            async with asyncio.timeout(self._timeout):
-                admission = await self._admit(ask, now, tid)
+            admission = await self._admit(ask, now, tid)  # each Redis call is bounded by the batcher's timer
         except FAILURES as exc:
             self._fail(exc)
             self._keep(self._void_call(ask, now, tid))  # it may still run: undo its reservations on recovery
@@ -570,8 +571,7 @@ class RedisLimiter:
                 self._keep(call)
                 return
             try:
-                async with asyncio.timeout(self._timeout):
-                    await self._batcher.call(*call)
+                await self._batcher.call(*call)  # bounded by the batcher's timer
             except FAILURES as exc:
                 self._fail(exc)
                 self._keep(call)
@@ -594,8 +594,7 @@ class RedisLimiter:
         start, end = self._window(limit, at)
         life = BUDGET_GRACE * 1000 + (end - round(at * 1000) if end else 0)
         try:
-            async with asyncio.timeout(self._timeout):
-                await self._batcher.call(_SEED, _keys(limit, start)[:1], [str(to_nano(spent)), str(max(1000, life))])
+            await self._batcher.call(_SEED, _keys(limit, start)[:1], [str(to_nano(spent)), str(max(1000, life))])
         except FAILURES as exc:  # the admit that follows answers in degraded mode
             self._fail(exc)
 
