@@ -122,8 +122,9 @@ def _routes() -> dict[str, Route]:
 class Gateway:
     """The ASGI app. Build one per process from validated :class:`Settings`."""
 
-    def __init__(self, settings: Settings, *, sinks: tuple[Sink, ...] = ()) -> None:
+    def __init__(self, settings: Settings, *, sinks: tuple[Sink, ...] = (), workers: int = 1) -> None:
         self.settings = settings
+        self.workers = workers  # processes serving this port (``--workers``), each with its own Gateway
         self.router = Router(settings)
         self.auth = Authenticator(settings.master_key, cache_ttl=settings.key_cache_ttl)
         self.routes = _routes()
@@ -190,9 +191,13 @@ class Gateway:
             self.invalidation = KeyInvalidation(listener, self.auth.forget, self.db_models.wake)
             self.invalidation.start()
         if self._governor is None:
-            self._governor = Governor(
-                self._limiter(), self.store, default_output=self.settings.default_max_output_tokens
-            )
+            share = self.workers if self.settings.redis_url is None else 1
+            if share > 1:
+                log.warning(
+                    "limits: %d workers without Redis: each enforces 1/%d of every limit and budget", share, share
+                )
+            default_output = self.settings.default_max_output_tokens
+            self._governor = Governor(self._limiter(), self.store, default_output=default_output, share=share)
             self._governor.writer.start()
 
     def _limiter(self) -> Limiter:

@@ -135,6 +135,14 @@ def _entities(principal: Principal | None, end_user: EndUserRecord | None) -> li
     return found
 
 
+def _shared(limit: Limit, share: int) -> Limit:
+    """This worker's part of a limit: 1/share (at least one request or token; a budget exactly divided)."""
+    if limit.limit == 0:
+        return limit
+    part = limit.limit / share if limit.kind == "budget" else max(1.0, math.ceil(limit.limit / share))
+    return Limit(limit.scope, limit.kind, part, limit.window)
+
+
 def period(limit: Limit, now: float) -> str:
     """The budget period ``now`` falls in, as the database names it: ``""`` for a budget without a
     duration (it never resets), else the window's series and the period's start (``1d@<anchor>/<start>``)."""
@@ -223,9 +231,11 @@ class SpendWriter:
 class Governor:
     """Admits and settles requests against a :class:`~lockgate.limits.Limiter`."""
 
-    def __init__(self, limiter: Limiter, store: Store, *, default_output: int = 4096) -> None:
+    def __init__(self, limiter: Limiter, store: Store, *, default_output: int = 4096, share: int = 1) -> None:
         self.limiter = limiter
         self.store = store
+        self._share = max(1, share)
+        """Workers counting alone (``--workers N`` without Redis): each enforces 1/N of every limit and budget."""
         self.writer = SpendWriter(store)
         self._default_output = default_output
         self._soft_told: set[tuple[str, str]] = set()
@@ -266,14 +276,18 @@ class Governor:
             return Admitted(None, limits, entities, prices, _prompt_tokens(body, raw_size)) if entities else None
         prompt, output = self.estimate(raw_size, body, deployment)
         cost = pricing.estimate(prices, prompt, output) or 0.0  # unknown prices: the budget's spend so far counts
-        ask = Ask(request_id, limits, prompt + output, cost)
+        counted = limits if self._share == 1 else tuple(_shared(limit, self._share) for limit in limits)
+        ask = Ask(request_id, counted, prompt + output, cost)
         admission = await self.limiter.admit(ask)
         if admission.cold and admission.denied is None:  # a budget's counter is empty: seed it, ask again once
             now = time.time()
             for limit in admission.cold:
-                await self.limiter.seed(limit, await self.store.window_spend(limit.scope, period(limit, now)))
+                spent = await self.store.window_spend(limit.scope, period(limit, now))
+                await self.limiter.seed(limit, spent / self._share)
             admission = await self.limiter.admit(ask)
-        headers = _headers(limits, admission)
+        if self._share > 1 and admission.denied is not None:  # name the limit as configured, not this worker's part
+            admission.denied = limits[counted.index(admission.denied)]
+        headers = _headers(counted, admission)
         if not admission.allowed or admission.ticket is None:
             raise _refusal(admission, headers)
         for scope, soft in soft_budgets(principal).items():

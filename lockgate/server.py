@@ -89,7 +89,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def _run_worker(settings: Settings, options: ServeOptions, sock: socket.socket) -> None:
     sinks: tuple[Sink, ...] = (JsonLinesSink(),) if options.request_log else ()
     config = uvicorn.Config(
-        Gateway(settings, sinks=sinks),
+        Gateway(settings, sinks=sinks, workers=options.workers),
         loop="uvloop",
         http=CorkedHttpToolsProtocol,
         lifespan="on",

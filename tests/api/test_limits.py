@@ -247,3 +247,22 @@ def test_a_soft_budget_is_told_never_enforced(gateway: GatewayProcess) -> None:
     told = [a.headers.get("x-lockgate-soft-budget-exceeded") for a in answers]
     assert told[0] is None and told[-1] == "key", told
     assert gateway.logs().count("soft budget crossed") == 1
+
+
+def test_workers_without_redis_split_every_limit() -> None:
+    with GatewayProcess(CONFIG, args=("--workers", "2")) as gw:
+        key = admin(gw, "/key/generate", {"rpm_limit": 10}).json()["key"]
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                headers = {"Authorization": f"Bearer {key}"}
+                body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+                sent = [client.post(gw.url + "/v1/chat/completions", headers=headers, json=body) for _ in range(40)]
+                return list(await asyncio.gather(*sent))
+
+        answers = asyncio.run(burst())
+        codes = [a.status_code for a in answers]
+        assert 5 <= codes.count(200) <= 10, codes  # each worker 5 of the 10: never 10 per worker
+        refused = next(a for a in answers if a.status_code == 429)
+        assert "limit of 10 requests per minute" in refused.json()["error"]["message"]  # as configured
+        assert "each enforces 1/2" in gw.logs()
