@@ -298,6 +298,38 @@ _ADMIT, _SETTLE, _SEED, _VOID = _Script(ADMIT), _Script(SETTLE), _Script(SEED), 
 Call = tuple[_Script, list[str], list[str]]  # a script, its keys, its arguments
 
 
+def _function(name: str, body: str) -> str:
+    """A script's text as a local Lua function of its own KEYS and ARGV (its top-level returns become the
+    function's)."""
+    return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
+
+
+# Several calls in one script run: ARGV[1] is "<code> <nkeys> <nargs> " per call (codes a s d v), then every
+# call's arguments in order; KEYS every call's keys in order. Reply: each call's reply, in order. One reply to
+# parse per event-loop turn, not one per call; Redis runs the whole batch atomically.
+BATCH = (
+    _function("admit", ADMIT)
+    + _function("settle", SETTLE)
+    + _function("seed", SEED)
+    + _function("void", VOID)
+    + """
+local run = {a = admit, s = settle, d = seed, v = void}
+local out, ki, ai = {}, 1, 2
+for code, nk, na in string.gmatch(ARGV[1], '(%a) (%d+) (%d+)') do
+  nk, na = tonumber(nk), tonumber(na)
+  local keys, args = {}, {}
+  for j = 1, nk do keys[j] = KEYS[ki + j - 1] end
+  for j = 1, na do args[j] = ARGV[ai + j - 1] end
+  ki, ai = ki + nk, ai + na
+  out[#out + 1] = run[code](keys, args)
+end
+return out
+"""
+)
+_BATCH = _Script(BATCH)
+_CODES = {id(_ADMIT): "a", id(_SETTLE): "s", id(_SEED): "d", id(_VOID): "v"}
+
+
 class _Batcher:
     """Sends the script calls made during one event-loop turn to Redis as one pipeline: one write and one
     round trip for all of them (Redis still runs each script alone). A caller that stops waiting (its
@@ -346,27 +378,37 @@ class _Batcher:
                     future.set_result(result)
 
     async def _pipeline(self, calls: list[Call], *, load: bool) -> list[Any]:
-        """Every call's EVALSHA (or EVAL) packed by hand into one write on one pooled connection, then each
-        reply read in order; an error reply (NOSCRIPT) is that call's result, not the batch's. (redis-py's
-        own command packing cost more CPU than everything else a governed request does.)"""
-        data = b"".join(_pack(b"EVAL" if load else b"EVALSHA", script.text if load else script.sha, keys, args)
-                        for script, keys, args in calls)  # fmt: skip
+        """The calls as one script run (BATCH) when there are several, else the one call's own script; packed
+        by hand (redis-py's packing cost more CPU than everything else a governed request does). A NOSCRIPT
+        reply is the result of the call(s) it stands for: the caller retries them with EVAL."""
+        if len(calls) == 1:
+            script, keys, args = calls[0]
+            return [await self._roundtrip(_pack(b"EVAL" if load else b"EVALSHA", script.text if load else script.sha,
+                                                keys, args))]  # fmt: skip
+        header = "".join(f"{_CODES[id(script)]} {len(keys)} {len(args)} " for script, keys, args in calls)
+        all_keys = [key for _, keys, _ in calls for key in keys]
+        all_args = [header, *(arg for _, _, args in calls for arg in args)]
+        data = _pack(b"EVAL" if load else b"EVALSHA", BATCH if load else _BATCH.sha, all_keys, all_args)
+        reply = await self._roundtrip(data)
+        if isinstance(reply, Exception):
+            return [reply] * len(calls)
+        return list(reply)
+
+    async def _roundtrip(self, data: bytes) -> Any:
+        """One packed command on one pooled connection: its reply, or the error reply as an exception object."""
         pool = self._client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(data, check_health=False)
-            results: list[Any] = []
-            for _ in calls:
-                try:
-                    results.append(await conn.read_response())
-                except ResponseError as exc:
-                    results.append(exc)
+            try:
+                return await conn.read_response()
+            except ResponseError as exc:
+                return exc
         except BaseException:
-            await conn.disconnect()  # the replies of this batch may still be on their way: never reuse it
+            await conn.disconnect()  # the reply may still be on its way: never reuse the connection
             raise
         finally:
             await pool.release(conn)
-        return results
 
     async def close(self) -> None:
         for task in list(self._sending):
