@@ -404,6 +404,14 @@ def _headers(limits: tuple[Limit, ...], admission: Admission) -> list[tuple[byte
         if best is not None:
             headers.append((b"x-ratelimit-limit-" + name, str(int(best[1].limit)).encode()))
             headers.append((b"x-ratelimit-remaining-" + name, str(max(0, int(best[0]))).encode()))
+    for limit in limits:  # the key's own budget (LiteLLM's header, and what is left of it after this request)
+        if limit.kind == "budget" and limit.scope.startswith("key:") and ":model:" not in limit.scope:
+            if limit.limit < SOFT_ONLY:
+                left = admission.remaining.get((limit.scope, "budget"))
+                headers.append((b"x-litellm-key-max-budget", f"{limit.limit:g}".encode()))
+                if left is not None:
+                    headers.append((b"x-lockgate-key-remaining-budget", f"{left:.10g}".encode()))
+            break
     return headers
 
 

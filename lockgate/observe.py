@@ -35,6 +35,8 @@ class RequestRecord:
     latency_ms: float = 0.0
     first_token_ms: float | None = None
     client_disconnected: bool = False
+    cost: float | None = None
+    """USD at the deployment's prices; None when it has none (or nothing was used)."""
     time: float = 0.0
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from lockgate import pricing
 from lockgate.asgi import Request
 from lockgate.dialects import Dialect
 from lockgate.dialects import anthropic as ant
@@ -350,9 +351,9 @@ async def _attempts(
             headers.append((b"x-lockgate-notice", "; ".join(notes).encode("latin-1", "replace")))
         if ex.stream:
             stages = _stages(gw, ex, upstream, model, strip_usage=inject and not ex.wants_usage)
-            await _relay_stream(gw, req, resp, first, chunks, headers, record, stages, ex.dialect)
+            await _relay_stream(gw, req, resp, first, chunks, headers, record, stages, ex.dialect, target)
         else:
-            await _relay_body(gw, req, resp, headers, record, ex.dialect if translated else None, model)
+            await _relay_body(gw, req, resp, headers, record, ex.dialect if translated else None, model, target)
         return
 
 
@@ -382,6 +383,7 @@ async def _relay_body(
     record: RequestRecord,
     translate_to: Dialect | None,
     model: str,
+    target: Target,
 ) -> None:
     payload = await resp.read()
     try:
@@ -395,8 +397,27 @@ async def _relay_body(
         payload = orjson.dumps(ant.chat_response_to_message(data, model))
     if isinstance(usage, dict):
         record.usage = ant.messages_usage_to_chat(usage) if "input_tokens" in usage else usage
+    cost = _cost(record, target)
+    if cost is not None:
+        value = f"{cost:.10g}".encode()
+        headers = [*headers, (b"x-lockgate-response-cost", value), (b"x-litellm-response-cost", value)]
     await req.respond(200, payload, headers=headers)
     gw.emit(record, req)
+
+
+def _cost(record: RequestRecord, target: Target) -> float | None:
+    """The request's cost at its deployment's prices (None: no prices, or no usage), kept on the record."""
+    usage = record.usage
+    if not usage:
+        return None
+    if usage.get("estimated"):
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        cost = pricing.estimate(target.deployment.model_info, prompt if isinstance(prompt, int) else 0,
+                                completion if isinstance(completion, int) else 0)  # fmt: skip
+    else:
+        cost = pricing.cost_of(target.deployment.model_info, usage)
+    record.cost = cost
+    return cost
 
 
 def _pipe(stages: list[Stage], data: bytes) -> bytes:
@@ -428,6 +449,7 @@ async def _relay_stream(
     record: RequestRecord,
     stages: list[Stage],
     dialect: Dialect,
+    target: Target,
 ) -> None:
     send = req.send
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + req.response_headers + headers})
@@ -466,5 +488,8 @@ async def _relay_stream(
         usage["completion_tokens"] = max(int(usage.get("completion_tokens") or 0), events)
         usage["estimated"] = True
         record.usage = usage
+    cost = _cost(record, target)
+    if cost is not None and not disconnected:  # headers went out first: the cost ends the stream, as a comment
+        tail += b": x-lockgate-response-cost " + f"{cost:.10g}".encode() + b"\n\n"
     await send({"type": "http.response.body", "body": tail, "more_body": False})
     gw.emit(record, req)

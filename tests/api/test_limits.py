@@ -266,3 +266,28 @@ def test_workers_without_redis_split_every_limit() -> None:
         refused = next(a for a in answers if a.status_code == 429)
         assert "limit of 10 requests per minute" in refused.json()["error"]["message"]  # as configured
         assert "each enforces 1/2" in gw.logs()
+
+
+def test_every_answer_carries_its_cost(gateway: GatewayProcess) -> None:
+    key = admin(gateway, "/key/generate", {"max_budget": 50}).json()["key"]
+    answer = chat(gateway, key)
+    usage = answer.json()["usage"]
+    expected = (usage["prompt_tokens"] + usage["completion_tokens"]) * 0.01
+    assert float(answer.headers["x-lockgate-response-cost"]) == pytest.approx(expected)
+    assert answer.headers["x-litellm-response-cost"] == answer.headers["x-lockgate-response-cost"]
+    assert answer.headers["x-litellm-key-max-budget"] == "50"
+    assert 0 < float(answer.headers["x-lockgate-key-remaining-budget"]) < 50
+    body = {"model": "demo", "stream": True, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    with httpx.stream(
+        "POST", gateway.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body
+    ) as streamed:
+        raw = b"".join(streamed.iter_bytes())
+    assert b"data: [DONE]" in raw and raw.rstrip().split(b"\n")[-1].startswith(b": x-lockgate-response-cost 0.")
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+    chunks = list(
+        client.chat.completions.create(model="demo", stream=True, messages=[{"role": "user", "content": "hi"}])
+    )
+    assert chunks  # the SDK reads past the trailing comment
+    claude = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    with claude.messages.stream(model="demo", max_tokens=8, messages=[{"role": "user", "content": "hi"}]) as events:
+        assert events.get_final_message().usage.output_tokens > 0  # Anthropic's SDK too

@@ -125,6 +125,8 @@ def test_stream_usage_captured_without_sending_it(
         raw = b"".join(response.iter_bytes())
         request_id = response.headers["x-request-id"]
     events = [e for e in raw.split(b"\n\n") if e.strip()]
+    assert events[-1].startswith(b": x-lockgate-response-cost ")  # the cost ends the stream, as an SSE comment
+    events = events[:-1]
     assert events[-1] == b"data: [DONE]"
     payloads = [json.loads(e[6:]) for e in events[:-1]]
     assert all(p["choices"] for p in payloads), "the client did not ask for the usage chunk"
