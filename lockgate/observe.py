@@ -26,6 +26,8 @@ class RequestRecord:
     model_group: str | None = None
     requested_model: str | None = None
     session_id: str | None = None
+    end_user: str | None = None
+    """The body's ``user`` (LiteLLM's end user / customer), when given."""
     deployment_id: str | None = None
     provider: str | None = None
     stream: bool = False

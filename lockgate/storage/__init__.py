@@ -1,7 +1,8 @@
 """Durable state (virtual keys; organizations, teams, members, users; end users; deployments added through the
-API; spend per budget window and per record) behind one interface.
+API; spend per budget window and per record; the spend ledger, one row per request) behind one interface.
 
-    base.py        the records, the Key / Directory / EndUser / Model / Spend / Store protocols, the error tree
+    base.py        the records, the Key / Directory / EndUser / Model / Spend / Ledger / Store protocols, the
+                   error tree
     migrations.py  the schema as append-only numbered migrations; upgrade()
     sqlite.py      the default backend: one file, zero setup
     postgres.py    PostgreSQL through an asyncpg pool
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 from lockgate.storage.base import (
     DEFAULT_USER_ROLE,
+    REPORT_GROUPS,
+    SPEND_LOG_FIELDS,
     SPEND_TABLES,
     TEAM_ROLES,
     USER_ROLES,
@@ -23,12 +26,15 @@ from lockgate.storage.base import (
     EndUserStore,
     KeyRecord,
     KeyStore,
+    LedgerStore,
     ModelRecord,
     ModelStore,
     NotFoundError,
     OrgRecord,
+    ReportGroup,
     SchemaTooNew,
     SpendDelta,
+    SpendLogRow,
     SpendStore,
     StorageError,
     Store,
@@ -40,6 +46,8 @@ from lockgate.storage.base import (
 
 __all__ = [
     "DEFAULT_USER_ROLE",
+    "REPORT_GROUPS",
+    "SPEND_LOG_FIELDS",
     "SPEND_TABLES",
     "TEAM_ROLES",
     "USER_ROLES",
@@ -49,12 +57,15 @@ __all__ = [
     "EndUserStore",
     "KeyRecord",
     "KeyStore",
+    "LedgerStore",
     "ModelRecord",
     "ModelStore",
     "NotFoundError",
     "OrgRecord",
+    "ReportGroup",
     "SchemaTooNew",
     "SpendDelta",
+    "SpendLogRow",
     "SpendStore",
     "StorageError",
     "Store",

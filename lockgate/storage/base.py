@@ -4,7 +4,8 @@
 Records: :class:`KeyRecord` (virtual keys), the directory of :class:`OrgRecord` > :class:`TeamRecord`
 (with :class:`TeamMember` rows) > :class:`UserRecord`, :class:`EndUserRecord` (the ``user`` of a request),
 and :class:`ModelRecord` (deployments added through the API). Spend: :class:`SpendDelta` (USD added to one
-budget scope's window; see :class:`SpendStore`).
+budget scope's window; see :class:`SpendStore`) and :class:`SpendLogRow` (one request in the spend ledger; see
+:class:`LedgerStore`).
 
 Error tree::
 
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, get_args
 
 import orjson
 
@@ -35,6 +36,8 @@ __all__ = [
     "DEFAULT_USER_ROLE",
     "IMMUTABLE_FIELDS",
     "KEY_FIELDS",
+    "REPORT_GROUPS",
+    "SPEND_LOG_FIELDS",
     "SPEND_TABLES",
     "TEAM_ROLES",
     "USER_ROLES",
@@ -44,12 +47,15 @@ __all__ = [
     "EndUserStore",
     "KeyRecord",
     "KeyStore",
+    "LedgerStore",
     "ModelRecord",
     "ModelStore",
     "NotFoundError",
     "OrgRecord",
+    "ReportGroup",
     "SchemaTooNew",
     "SpendDelta",
+    "SpendLogRow",
     "SpendStore",
     "StorageError",
     "Store",
@@ -62,11 +68,16 @@ __all__ = [
     "check_member",
     "check_page",
     "check_record",
+    "check_report",
     "check_spend",
+    "check_spend_filters",
+    "check_time",
     "check_window",
     "json_text",
     "later",
     "open_store",
+    "prepare_spend_logs",
+    "spend_log_faults",
     "utc_now",
 ]
 
@@ -246,6 +257,54 @@ class SpendDelta:
     amount: float  # USD, finite, >= 0
 
 
+@dataclass(frozen=True, slots=True)
+class SpendLogRow:
+    """One request in the spend ledger (``spend_logs``, migration 6): who sent it, what it asked for and where it
+    went, what it used and cost, how it ended. ``request_id`` is the key: a row written twice is kept once.
+
+    Every field but the first two has a default, so a writer names only what it knows. Counts are integers >= 0;
+    ``cost`` / ``latency_ms`` / ``ttft_ms`` finite numbers >= 0. ``messages`` and ``response`` hold prompts and
+    completions only when storing them is enabled (None otherwise), and only proxy admins are shown them."""
+
+    request_id: str
+    started_at: datetime  # aware; stored as UTC
+    key_hash: str | None = None
+    key_alias: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    organization_id: str | None = None
+    end_user: str | None = None
+    model: str | None = None  # as requested
+    model_group: str | None = None  # the group it was routed in
+    deployment_id: str | None = None
+    provider: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    cost: float = 0.0  # USD
+    cost_estimated: bool = False  # the usage was estimated (the upstream reported none)
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None  # to the first token of a stream
+    status: int = 200  # the HTTP status the client got (0..999)
+    error_type: str | None = None
+    stream: bool = False
+    client_disconnected: bool = False
+    route: str = ""
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # JSON
+    messages: Any = None  # JSON, or None
+    response: Any = None  # JSON, or None
+
+
+SPEND_LOG_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SpendLogRow))
+
+ReportGroup = Literal["day", "key", "team", "user", "end_user", "model", "provider"]
+"""What ``spend_report`` groups by: the UTC day ('YYYY-MM-DD'), key_hash, team_id, user_id, end_user,
+model_group or provider."""
+REPORT_GROUPS: frozenset[str] = frozenset(get_args(ReportGroup))
+
 # What add_spend's entity_spend may name: each kind is one table's ``spend`` column, addressed by its id.
 SPEND_TABLES = frozenset({"key", "user", "team", "org", "end_user"})
 
@@ -414,7 +473,49 @@ class SpendStore(Protocol):
         rows (window_id ``""``) are kept: they are not windows that end."""
 
 
-class Store(KeyStore, DirectoryStore, EndUserStore, ModelStore, SpendStore, Protocol):
+class LedgerStore(Protocol):
+    """The spend ledger: one :class:`SpendLogRow` per request, written in batches by ``lockgate.ledger``, read by
+    the spend API. Times are aware datetimes (``ValueError`` otherwise); ranges are ``start <= started_at < end``."""
+
+    async def insert_spend_logs(self, rows: Sequence[SpendLogRow]) -> int:
+        """Insert the rows in one transaction, skipping any whose request_id is already stored (or repeats one
+        earlier in ``rows``): a replayed batch never doubles. How many were new. Any invalid row is a
+        ``ValueError`` before any SQL runs (nothing is written)."""
+
+    async def list_spend_logs(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        key_hash: str | None = None,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        model_group: str | None = None,
+        request_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[SpendLogRow]:
+        """The rows matching every given filter, newest first (then request_id, descending)."""
+
+    async def spend_report(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        group_by: ReportGroup,
+        key_hash: str | None = None,
+        team_id: str | None = None,
+        user_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Totals per group of the rows in ``[start, end)`` matching the filters: ``{"group": value (None for
+        rows without one), "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"}``. Days
+        ascend; other groups come by cost, highest first, then by value (None last)."""
+
+    async def delete_spend_logs_before(self, before: datetime) -> int:
+        """Delete the rows that started before ``before`` (retention); how many."""
+
+
+class Store(KeyStore, DirectoryStore, EndUserStore, ModelStore, SpendStore, LedgerStore, Protocol):
     """Everything lockgate keeps in its database."""
 
     async def close(self) -> None:
@@ -468,6 +569,21 @@ _FIELD_KINDS: dict[type, dict[str, str]] = {
         "created_by": "str?", "created_at": "time", "updated_at": "time",
     },
 }  # fmt: skip
+# The ledger's kinds besides those above: "str" a string (may be empty), "count" an integer in [0, 2**63),
+# "amount" / "amount?" a finite number >= 0 (or None), "status" an integer in [0, 999], "any?" any JSON value
+# or None (what JSON can hold is checked when it is written out).
+_SPEND_LOG_KINDS: dict[str, str] = {
+    "request_id": "id", "started_at": "time", "key_hash": "str?", "key_alias": "str?", "user_id": "str?",
+    "team_id": "str?", "organization_id": "str?", "end_user": "str?", "model": "str?", "model_group": "str?",
+    "deployment_id": "str?", "provider": "str?", "prompt_tokens": "count", "completion_tokens": "count",
+    "cache_read_tokens": "count", "cache_write_tokens": "count", "reasoning_tokens": "count",
+    "total_tokens": "count", "cost": "amount", "cost_estimated": "bool", "latency_ms": "amount",
+    "ttft_ms": "amount?", "status": "status", "error_type": "str?", "stream": "bool",
+    "client_disconnected": "bool", "route": "str", "metadata": "json", "messages": "any?", "response": "any?",
+}  # fmt: skip
+assert tuple(_SPEND_LOG_KINDS) == SPEND_LOG_FIELDS
+_MAX_COUNT = 2**63  # BIGINT
+
 # What update_* calls each record, and its id field (which, with the timestamps, cannot be changed).
 _RECORD_NAMES: dict[type, tuple[str, str]] = {
     KeyRecord: ("key", "token_hash"),
@@ -483,6 +599,13 @@ Record = TypeVar("Record", KeyRecord, OrgRecord, TeamRecord, UserRecord, EndUser
 
 def _is_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _check_value(name: str, kind: str, value: object) -> None:
@@ -530,6 +653,22 @@ def _check_value(name: str, kind: str, value: object) -> None:
     elif kind == "user_role":
         if value not in USER_ROLES:
             raise ValueError(f"{name} must be one of {', '.join(sorted(USER_ROLES))}")
+    elif kind == "str":
+        if not isinstance(value, str) or "\x00" in value:
+            raise ValueError(f"{name} must be a string without NUL characters")
+    elif kind == "count":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_COUNT:
+            raise ValueError(f"{name} must be an integer >= 0")
+    elif kind in ("amount", "amount?"):
+        if value is None and kind == "amount?":
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0")
+    elif kind == "status":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 999:
+            raise ValueError(f"{name} must be an integer between 0 and 999")
+    elif kind == "any?":
+        return
     else:  # pragma: no cover - a typo in _FIELD_KINDS
         raise AssertionError(kind)
 
@@ -629,6 +768,65 @@ def check_spend(
         [(scope, window_id, amount) for (scope, window_id), amount in sorted(windows.items())],
         [(kind, record_id, amount) for (kind, record_id), amount in sorted(entities.items())],
     )
+
+
+def check_time(name: str, value: object) -> datetime:
+    """``value`` if it is a timezone-aware datetime; ``ValueError`` naming it otherwise."""
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime")
+    return value
+
+
+def _spend_log_json(row: SpendLogRow) -> tuple[str, str | None, str | None]:
+    return (
+        json_text("metadata", row.metadata),
+        None if row.messages is None else json_text("messages", row.messages),
+        None if row.response is None else json_text("response", row.response),
+    )
+
+
+def prepare_spend_logs(rows: Sequence[SpendLogRow]) -> list[tuple[SpendLogRow, str, str | None, str | None]]:
+    """``insert_spend_logs``'s rows checked (``ValueError`` naming the first bad field) with their JSON columns as
+    text (metadata, messages, response); a request_id given twice is kept the first time only."""
+    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
+        raise ValueError("rows must be a sequence of SpendLogRow records")
+    prepared: dict[str, tuple[SpendLogRow, str, str | None, str | None]] = {}
+    for row in rows:
+        if not isinstance(row, SpendLogRow):
+            raise ValueError("rows must be SpendLogRow records")
+        for name, kind in _SPEND_LOG_KINDS.items():
+            _check_value(name, kind, getattr(row, name))
+        texts = _spend_log_json(row)
+        prepared.setdefault(row.request_id, (row, *texts))
+    return list(prepared.values())
+
+
+def spend_log_faults(row: SpendLogRow) -> list[str]:
+    """The names of the row's fields that ``insert_spend_logs`` would refuse (none for a good row)."""
+    faults = []
+    for name, kind in _SPEND_LOG_KINDS.items():
+        try:
+            _check_value(name, kind, getattr(row, name))
+            if name in ("metadata", "messages", "response") and getattr(row, name) is not None:
+                json_text(name, getattr(row, name))
+        except ValueError:
+            faults.append(name)
+    return faults
+
+
+def check_spend_filters(**filters: object) -> None:
+    """Refuse a filter (key_hash, user_id, ...) that is neither None nor a non-empty string (``ValueError``)."""
+    for name, value in filters.items():
+        if value is not None:
+            check_id(name, value)
+
+
+def check_report(start: object, end: object, group_by: object) -> None:
+    """Refuse ``spend_report``'s range if either end is not an aware datetime, or a group_by it does not know."""
+    check_time("start", start)
+    check_time("end", end)
+    if not isinstance(group_by, str) or group_by not in REPORT_GROUPS:
+        raise ValueError(f"group_by must be one of {', '.join(sorted(REPORT_GROUPS))}")
 
 
 def json_text(name: str, value: object) -> str:

@@ -347,12 +347,98 @@ _V5_POSTGRES = (
     *_V5_INDEXES,
 )
 
+# --- 6: the spend ledger ---------------------------------------------------------------------------------
+# One row per request (SpendLogRow's fields, in order), keyed by request_id so a replayed batch never doubles.
+# messages / response stay NULL unless storing prompts is enabled. The indexes serve the report and list queries:
+# a time range, alone or for one key, team, user or model group.
+
+_V6_INDEXES = (
+    "CREATE INDEX spend_logs_by_started ON spend_logs (started_at)",
+    "CREATE INDEX spend_logs_by_key ON spend_logs (key_hash, started_at)",
+    "CREATE INDEX spend_logs_by_team ON spend_logs (team_id, started_at)",
+    "CREATE INDEX spend_logs_by_user ON spend_logs (user_id, started_at)",
+    "CREATE INDEX spend_logs_by_model_group ON spend_logs (model_group, started_at)",
+)
+
+_V6_SQLITE = (
+    """CREATE TABLE spend_logs (
+    request_id TEXT NOT NULL PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    key_hash TEXT,
+    key_alias TEXT,
+    user_id TEXT,
+    team_id TEXT,
+    organization_id TEXT,
+    end_user TEXT,
+    model TEXT,
+    model_group TEXT,
+    deployment_id TEXT,
+    provider TEXT,
+    prompt_tokens BIGINT NOT NULL DEFAULT 0,
+    completion_tokens BIGINT NOT NULL DEFAULT 0,
+    cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+    cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+    reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+    total_tokens BIGINT NOT NULL DEFAULT 0,
+    cost DOUBLE PRECISION NOT NULL DEFAULT 0,
+    cost_estimated BOOLEAN NOT NULL DEFAULT FALSE,
+    latency_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+    ttft_ms DOUBLE PRECISION,
+    status INTEGER NOT NULL,
+    error_type TEXT,
+    stream BOOLEAN NOT NULL DEFAULT FALSE,
+    client_disconnected BOOLEAN NOT NULL DEFAULT FALSE,
+    route TEXT NOT NULL DEFAULT '',
+    metadata TEXT NOT NULL DEFAULT '{}',
+    messages TEXT,
+    response TEXT
+)""",
+    *_V6_INDEXES,
+)
+
+_V6_POSTGRES = (
+    """CREATE TABLE spend_logs (
+    request_id TEXT NOT NULL PRIMARY KEY,
+    started_at TIMESTAMPTZ NOT NULL,
+    key_hash TEXT,
+    key_alias TEXT,
+    user_id TEXT,
+    team_id TEXT,
+    organization_id TEXT,
+    end_user TEXT,
+    model TEXT,
+    model_group TEXT,
+    deployment_id TEXT,
+    provider TEXT,
+    prompt_tokens BIGINT NOT NULL DEFAULT 0,
+    completion_tokens BIGINT NOT NULL DEFAULT 0,
+    cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+    cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+    reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+    total_tokens BIGINT NOT NULL DEFAULT 0,
+    cost DOUBLE PRECISION NOT NULL DEFAULT 0,
+    cost_estimated BOOLEAN NOT NULL DEFAULT FALSE,
+    latency_ms DOUBLE PRECISION NOT NULL DEFAULT 0,
+    ttft_ms DOUBLE PRECISION,
+    status INTEGER NOT NULL,
+    error_type TEXT,
+    stream BOOLEAN NOT NULL DEFAULT FALSE,
+    client_disconnected BOOLEAN NOT NULL DEFAULT FALSE,
+    route TEXT NOT NULL DEFAULT '',
+    metadata JSONB NOT NULL DEFAULT '{}',
+    messages JSONB,
+    response JSONB
+)""",
+    *_V6_INDEXES,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _V1_SQLITE, _V1_POSTGRES),
     Migration(2, _V2_SQLITE, _V2_POSTGRES),
     Migration(3, _V3_SQLITE, _V3_POSTGRES),
     Migration(4, _V4_SQLITE, _V4_POSTGRES),
     Migration(5, _V5_SQLITE, _V5_POSTGRES),
+    Migration(6, _V6_SQLITE, _V6_POSTGRES),
 )
 LATEST_VERSION = len(MIGRATIONS)
 

@@ -17,13 +17,16 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 
 from lockgate.storage.base import (
+    SPEND_LOG_FIELDS,
     Conflict,
     EndUserRecord,
     KeyRecord,
     ModelRecord,
     NotFoundError,
     OrgRecord,
+    ReportGroup,
     SpendDelta,
+    SpendLogRow,
     StorageError,
     TeamMember,
     TeamRecord,
@@ -34,10 +37,14 @@ from lockgate.storage.base import (
     check_member,
     check_page,
     check_record,
+    check_report,
     check_spend,
+    check_spend_filters,
+    check_time,
     check_window,
     json_text,
     later,
+    prepare_spend_logs,
     utc_now,
 )
 from lockgate.storage.migrations import Dialect, upgrade
@@ -201,6 +208,96 @@ _ADD_ENTITY_SPEND = {
     "org": "UPDATE organizations SET spend = spend + $1 WHERE organization_id = $2",
     "end_user": "UPDATE end_users SET spend = spend + $1 WHERE user_id = $2",
 }
+
+# The spend ledger. One INSERT per batch: each column travels as one array ($1 ... $30, in SpendLogRow's field
+# order: SPEND_LOG_FIELDS) and unnest() turns them back into rows; JSON travels as text. The list and report
+# statements are assembled from the constants here: which filters are set picks fragments and their $n numbers;
+# no value is ever part of the text.
+_INSERT_SPEND_LOGS = """INSERT INTO spend_logs (
+    request_id, started_at, key_hash, key_alias, user_id, team_id, organization_id, end_user, model, model_group,
+    deployment_id, provider, prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+    total_tokens, cost, cost_estimated, latency_ms, ttft_ms, status, error_type, stream, client_disconnected, route,
+    metadata, messages, response
+) SELECT
+    r.request_id, r.started_at, r.key_hash, r.key_alias, r.user_id, r.team_id, r.organization_id, r.end_user,
+    r.model, r.model_group, r.deployment_id, r.provider, r.prompt_tokens, r.completion_tokens, r.cache_read_tokens,
+    r.cache_write_tokens, r.reasoning_tokens, r.total_tokens, r.cost, r.cost_estimated, r.latency_ms, r.ttft_ms,
+    r.status, r.error_type, r.stream, r.client_disconnected, r.route, r.metadata::jsonb, r.messages::jsonb,
+    r.response::jsonb
+FROM unnest(
+    $1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+    $9::text[], $10::text[], $11::text[], $12::text[], $13::int8[], $14::int8[], $15::int8[], $16::int8[],
+    $17::int8[], $18::int8[], $19::float8[], $20::bool[], $21::float8[], $22::float8[], $23::int4[], $24::text[],
+    $25::bool[], $26::bool[], $27::text[], $28::text[], $29::text[], $30::text[]
+) AS r (
+    request_id, started_at, key_hash, key_alias, user_id, team_id, organization_id, end_user, model, model_group,
+    deployment_id, provider, prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+    total_tokens, cost, cost_estimated, latency_ms, ttft_ms, status, error_type, stream, client_disconnected, route,
+    metadata, messages, response
+)
+ON CONFLICT (request_id) DO NOTHING"""
+_SPEND_FLOATS = ("cost", "latency_ms", "ttft_ms")
+_SPEND_JSON = ("metadata", "messages", "response")
+_SPEND_FILTERS = {
+    "start": "started_at >= ${}",
+    "end": "started_at < ${}",
+    "key_hash": "key_hash = ${}",
+    "user_id": "user_id = ${}",
+    "team_id": "team_id = ${}",
+    "model_group": "model_group = ${}",
+    "request_id": "request_id = ${}",
+}
+_LIST_SPEND_LOGS = """SELECT
+    request_id, started_at, key_hash, key_alias, user_id, team_id, organization_id, end_user, model, model_group,
+    deployment_id, provider, prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+    total_tokens, cost, cost_estimated, latency_ms, ttft_ms, status, error_type, stream, client_disconnected, route,
+    metadata, messages, response
+FROM spend_logs WHERE {where} ORDER BY started_at DESC, request_id DESC LIMIT {limit} OFFSET {offset}"""
+_REPORT_GROUPS: dict[str, str] = {
+    "day": "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "key": "key_hash", "team": "team_id",
+    "user": "user_id", "end_user": "end_user", "model": "model_group", "provider": "provider",
+}  # fmt: skip
+_SPEND_REPORT = """SELECT {group} AS grp, COUNT(*), COALESCE(SUM(prompt_tokens), 0)::int8,
+    COALESCE(SUM(completion_tokens), 0)::int8, COALESCE(SUM(total_tokens), 0)::int8, COALESCE(SUM(cost), 0)::float8
+FROM spend_logs WHERE {where} GROUP BY {group} ORDER BY {order}"""
+_DELETE_SPEND_LOGS_BEFORE = "DELETE FROM spend_logs WHERE started_at < $1"
+
+
+def _spend_where(filters: dict[str, object]) -> tuple[str, list[object]]:
+    """The WHERE clause for the filters that are set (fragments from _SPEND_FILTERS only), and its parameters."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for name, value in filters.items():
+        if value is not None:
+            params.append(value)
+            clauses.append(_SPEND_FILTERS[name].format(len(params)))
+    return " AND ".join(clauses or ["TRUE"]), params
+
+
+def _report_sql(group_by: ReportGroup, where: str) -> str:
+    group = _REPORT_GROUPS[group_by]
+    order = group if group_by == "day" else f"SUM(cost) DESC, {group} IS NULL, {group}"
+    return _SPEND_REPORT.format(group=group, where=where, order=order)
+
+
+def _spend_log_columns(rows: Sequence[SpendLogRow]) -> list[list[Any]]:
+    """The rows as one list per column (SpendLogRow's field order), JSON as text, floats as floats."""
+    prepared = prepare_spend_logs(rows)
+    columns: list[list[Any]] = [[getattr(row, name) for row, *_ in prepared] for name in SPEND_LOG_FIELDS[:-3]]
+    for name in _SPEND_FLOATS:
+        column = columns[SPEND_LOG_FIELDS.index(name)]
+        column[:] = [None if value is None else float(value) for value in column]
+    columns += [[texts[n] for _, *texts in prepared] for n in range(3)]
+    return columns
+
+
+def _spend_log_row(values: Any) -> SpendLogRow:
+    fields: dict[str, Any] = dict(zip(SPEND_LOG_FIELDS, values, strict=True))
+    for name in _SPEND_JSON:
+        if fields[name] is not None:
+            fields[name] = orjson.loads(fields[name])
+    return SpendLogRow(**fields)
+
 
 _ORG_EXISTS = "SELECT EXISTS (SELECT 1 FROM organizations WHERE organization_id = $1)"
 _TEAM_EXISTS = "SELECT EXISTS (SELECT 1 FROM teams WHERE team_id = $1)"
@@ -702,4 +799,64 @@ class PostgresStore:
             raise ValueError("updated_before must be a timezone-aware datetime")
         async with self._pool.acquire() as conn, conn.transaction():
             status: str = await conn.execute(_DELETE_SPEND_BEFORE, updated_before)
+        return int(status.rsplit(" ", 1)[-1])
+
+    # --- spend ledger ----------------------------------------------------------------------------
+
+    async def insert_spend_logs(self, rows: Sequence[SpendLogRow]) -> int:
+        columns = _spend_log_columns(rows)
+        if not columns[0]:
+            return 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            status: str = await conn.execute(_INSERT_SPEND_LOGS, *columns)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def list_spend_logs(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        key_hash: str | None = None,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        model_group: str | None = None,
+        request_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[SpendLogRow]:
+        check_page(limit, offset)
+        for name, bound in (("start", start), ("end", end)):
+            if bound is not None:
+                check_time(name, bound)
+        ids = {"key_hash": key_hash, "user_id": user_id, "team_id": team_id, "model_group": model_group}
+        check_spend_filters(**ids, request_id=request_id)
+        where, params = _spend_where({"start": start, "end": end, **ids, "request_id": request_id})
+        sql = _LIST_SPEND_LOGS.format(where=where, limit=f"${len(params) + 1}", offset=f"${len(params) + 2}")
+        return [_spend_log_row(row) for row in await self._pool.fetch(sql, *params, limit, offset)]
+
+    async def spend_report(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        group_by: ReportGroup,
+        key_hash: str | None = None,
+        team_id: str | None = None,
+        user_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        check_report(start, end, group_by)
+        ids = {"key_hash": key_hash, "team_id": team_id, "user_id": user_id}
+        check_spend_filters(**ids)
+        where, params = _spend_where({"start": start, "end": end, **ids})
+        rows = await self._pool.fetch(_report_sql(group_by, where), *params)
+        return [
+            {"group": row[0], "requests": row[1], "prompt_tokens": row[2], "completion_tokens": row[3],
+             "total_tokens": row[4], "cost": row[5]}
+            for row in rows
+        ]  # fmt: skip
+
+    async def delete_spend_logs_before(self, before: datetime) -> int:
+        check_time("before", before)
+        async with self._pool.acquire() as conn, conn.transaction():
+            status: str = await conn.execute(_DELETE_SPEND_LOGS_BEFORE, before)
         return int(status.rsplit(" ", 1)[-1])

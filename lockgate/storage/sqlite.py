@@ -21,13 +21,16 @@ import aiosqlite
 import orjson
 
 from lockgate.storage.base import (
+    SPEND_LOG_FIELDS,
     Conflict,
     EndUserRecord,
     KeyRecord,
     ModelRecord,
     NotFoundError,
     OrgRecord,
+    ReportGroup,
     SpendDelta,
+    SpendLogRow,
     StorageError,
     TeamMember,
     TeamRecord,
@@ -38,10 +41,14 @@ from lockgate.storage.base import (
     check_member,
     check_page,
     check_record,
+    check_report,
     check_spend,
+    check_spend_filters,
+    check_time,
     check_window,
     json_text,
     later,
+    prepare_spend_logs,
     utc_now,
 )
 from lockgate.storage.migrations import Dialect, upgrade
@@ -179,6 +186,69 @@ _ADD_ENTITY_SPEND = {
     "org": "UPDATE organizations SET spend = spend + ? WHERE organization_id = ?",
     "end_user": "UPDATE end_users SET spend = spend + ? WHERE user_id = ?",
 }
+
+# The spend ledger. Columns in SpendLogRow's field order (SPEND_LOG_FIELDS). The list and report statements are
+# assembled from the constants here: which filters are set picks fragments; no value is ever part of the text.
+_INSERT_SPEND_LOG = """INSERT INTO spend_logs (
+    request_id, started_at, key_hash, key_alias, user_id, team_id, organization_id, end_user, model, model_group,
+    deployment_id, provider, prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+    total_tokens, cost, cost_estimated, latency_ms, ttft_ms, status, error_type, stream, client_disconnected, route,
+    metadata, messages, response
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (request_id) DO NOTHING"""
+_SPEND_FILTERS = {
+    "start": "started_at >= :start",
+    "end": "started_at < :end",
+    "key_hash": "key_hash = :key_hash",
+    "user_id": "user_id = :user_id",
+    "team_id": "team_id = :team_id",
+    "model_group": "model_group = :model_group",
+    "request_id": "request_id = :request_id",
+}
+_LIST_SPEND_LOGS = """SELECT
+    request_id, started_at, key_hash, key_alias, user_id, team_id, organization_id, end_user, model, model_group,
+    deployment_id, provider, prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+    total_tokens, cost, cost_estimated, latency_ms, ttft_ms, status, error_type, stream, client_disconnected, route,
+    metadata, messages, response
+FROM spend_logs WHERE {where} ORDER BY started_at DESC, request_id DESC LIMIT :limit OFFSET :offset"""
+_REPORT_GROUPS: dict[str, str] = {  # fixed-width UTC ISO text: its first ten characters are the UTC day
+    "day": "substr(started_at, 1, 10)", "key": "key_hash", "team": "team_id", "user": "user_id",
+    "end_user": "end_user", "model": "model_group", "provider": "provider",
+}  # fmt: skip
+_SPEND_REPORT = """SELECT {group} AS grp, COUNT(*), COALESCE(SUM(prompt_tokens), 0),
+    COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(total_tokens), 0), COALESCE(SUM(cost), 0.0)
+FROM spend_logs WHERE {where} GROUP BY {group} ORDER BY {order}"""
+_DELETE_SPEND_LOGS_BEFORE = "DELETE FROM spend_logs WHERE started_at < ?"
+_SPEND_BOOLS = frozenset({"cost_estimated", "stream", "client_disconnected"})
+
+
+def _spend_where(filters: dict[str, object]) -> str:
+    """The WHERE clause for the filters that are set (fragments from _SPEND_FILTERS only)."""
+    return " AND ".join([_SPEND_FILTERS[name] for name, value in filters.items() if value is not None] or ["1 = 1"])
+
+
+def _report_sql(group_by: ReportGroup, where: str) -> str:
+    group = _REPORT_GROUPS[group_by]
+    order = group if group_by == "day" else f"SUM(cost) DESC, {group} IS NULL, {group}"
+    return _SPEND_REPORT.format(group=group, where=where, order=order)
+
+
+def _spend_log_values(prepared: tuple[SpendLogRow, str, str | None, str | None]) -> tuple[Any, ...]:
+    row, metadata, messages, response = prepared
+    values = [getattr(row, name) for name in SPEND_LOG_FIELDS[2:-3]]  # between started_at and the JSON columns
+    return (row.request_id, _time(row.started_at), *values, metadata, messages, response)
+
+
+def _spend_log_row(values: Sequence[Any]) -> SpendLogRow:
+    fields: dict[str, Any] = dict(zip(SPEND_LOG_FIELDS, values, strict=True))
+    fields["started_at"] = _parse_time(fields["started_at"])
+    for name in _SPEND_BOOLS:
+        fields[name] = bool(fields[name])
+    for name in ("metadata", "messages", "response"):
+        if fields[name] is not None:
+            fields[name] = orjson.loads(fields[name])
+    return SpendLogRow(**fields)
+
 
 _ORG_EXISTS = "SELECT 1 FROM organizations WHERE organization_id = ?"
 _TEAM_EXISTS = "SELECT 1 FROM teams WHERE team_id = ?"
@@ -715,4 +785,67 @@ class SqliteStore:
             raise ValueError("updated_before must be a timezone-aware datetime")
         async with self._transaction() as conn:
             cursor = await conn.execute(_DELETE_SPEND_BEFORE, (_time(updated_before),))
+            return max(cursor.rowcount, 0)
+
+    # --- spend ledger ----------------------------------------------------------------------------
+
+    async def insert_spend_logs(self, rows: Sequence[SpendLogRow]) -> int:
+        values = [_spend_log_values(prepared) for prepared in prepare_spend_logs(rows)]
+        if not values:
+            return 0
+        async with self._transaction() as conn:
+            cursor = await conn.executemany(_INSERT_SPEND_LOG, values)  # rowcount: the rows actually inserted
+            return max(cursor.rowcount, 0)
+
+    async def list_spend_logs(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        key_hash: str | None = None,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        model_group: str | None = None,
+        request_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[SpendLogRow]:
+        check_page(limit, offset)
+        for name, bound in (("start", start), ("end", end)):
+            if bound is not None:
+                check_time(name, bound)
+        ids = {"key_hash": key_hash, "user_id": user_id, "team_id": team_id, "model_group": model_group}
+        check_spend_filters(**ids, request_id=request_id)
+        filters: dict[str, object] = {"start": _time(start), "end": _time(end), **ids, "request_id": request_id}
+        sql = _LIST_SPEND_LOGS.format(where=_spend_where(filters))
+        params = {name: value for name, value in filters.items() if value is not None}
+        rows = await self._fetchall(sql, {**params, "limit": limit, "offset": offset})
+        return [_spend_log_row(row) for row in rows]
+
+    async def spend_report(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        group_by: ReportGroup,
+        key_hash: str | None = None,
+        team_id: str | None = None,
+        user_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        check_report(start, end, group_by)
+        ids = {"key_hash": key_hash, "team_id": team_id, "user_id": user_id}
+        check_spend_filters(**ids)
+        filters: dict[str, object] = {"start": _time(start), "end": _time(end), **ids}
+        params = {name: value for name, value in filters.items() if value is not None}
+        rows = await self._fetchall(_report_sql(group_by, _spend_where(filters)), params)
+        return [
+            {"group": row[0], "requests": row[1], "prompt_tokens": row[2], "completion_tokens": row[3],
+             "total_tokens": row[4], "cost": float(row[5])}
+            for row in rows
+        ]  # fmt: skip
+
+    async def delete_spend_logs_before(self, before: datetime) -> int:
+        check_time("before", before)
+        async with self._transaction() as conn:
+            cursor = await conn.execute(_DELETE_SPEND_LOGS_BEFORE, (_time(before),))
             return max(cursor.rowcount, 0)
