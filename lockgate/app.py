@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lockgate.api import anthropic, bedrock, customers, directory, health, keys, models, openai
+from lockgate.api import anthropic, bedrock, customers, directory, health, keys, models, openai, spend
 from lockgate.asgi import Receive, Request, Scope, Send
 from lockgate.auth import Authenticator, Permission, RouteKind
 from lockgate.config import Settings
@@ -39,6 +39,7 @@ from lockgate.errors import (
 )
 from lockgate.governance import Governor
 from lockgate.invalidation import KeyInvalidation
+from lockgate.ledger import SpendLedger, ledger_row
 from lockgate.limits.base import Limiter
 from lockgate.limits.local import LocalLimiter
 from lockgate.observe import RequestRecord, Sink
@@ -113,6 +114,8 @@ def _routes() -> dict[str, Route]:
         route = Route({method: handler}, "viewer" if method == "GET" else "admin",
                       kind="info" if method == "GET" else "management")  # fmt: skip
         add((f"/customer/{name}", f"/end_user/{name}"), route)
+    add(("/spend/logs",), Route({"GET": spend.logs}, "key", kind="info"))  # scoped per caller by the handler
+    add(("/global/spend/report",), Route({"GET": spend.report}, "key", kind="info"))
     add(("/health/liveliness", "/health/liveness"), Route({"GET": health.liveliness}, "public", kind="health"))
     add(("/health/readiness",), Route({"GET": health.readiness}, "public", kind="health"))
     add(("/health",), Route({"GET": health.health}, "admin", kind="health"))
@@ -140,6 +143,7 @@ class Gateway:
         self._store: Store | None = None
         self._groups: dict[str, frozenset[str]] = {}
         self._governor: Governor | None = None
+        self._ledger: SpendLedger | None = None
         self._groups_of: Router | None = None
         self.db_models = DbModels(settings)
         self._models_task: asyncio.Task[None] | None = None
@@ -177,6 +181,10 @@ class Gateway:
             self._store = await open_store(url, sqlite_path=Path(self.settings.sqlite_path))
             self.auth.attach(self._store)
             await self.reload_models()
+        if self._ledger is None:
+            spool = Path(self.settings.sqlite_path).parent / "lockgate-spool"
+            self._ledger = SpendLedger(self.store, spool)
+            await self._ledger.start()
         if self._models_task is None:  # instances without Redis converge within this period
             reload = self.db_models.keep_fresh(self.reload_models, self.settings.key_cache_ttl)
             self._models_task = asyncio.get_running_loop().create_task(reload)
@@ -235,6 +243,9 @@ class Gateway:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        if self._ledger is not None:  # after the drain: every answered request has its row
+            await self._ledger.close()
+            self._ledger = None
         if self._store is not None:
             await self._store.close()
             self._store = None
@@ -264,9 +275,10 @@ class Gateway:
             await self.invalidation.publish(token_hash)
 
     def emit(self, record: RequestRecord, req: Request) -> None:
-        if not self.sinks:
-            return
+        """A request is done: its row in the spend ledger, then the record to the sinks."""
         record.latency_ms = (time.perf_counter() - req.started) * 1000
+        if self._ledger is not None:
+            self._ledger.record(ledger_row(record, req.principal))
         for sink in self.sinks:
             try:
                 sink.emit(record)

@@ -271,7 +271,7 @@ async def run(
         end_user_record = await gw.auth.check_end_user(end_user[:256])
     record = RequestRecord(
         req.request_id, req.path, 200, model_group=model, requested_model=requested, stream=ex.stream,
-        session_id=controls.session_id,
+        session_id=controls.session_id, end_user=end_user[:256] if isinstance(end_user, str) and end_user else None,
     )  # fmt: skip
     plan = list(gw.router.plan(model, controls.num_retries))
     admitted = await _admit(gw, req, end_user_record, model, plan, len(raw), body)
