@@ -144,6 +144,7 @@ class Gateway:
         self._groups: dict[str, frozenset[str]] = {}
         self._governor: Governor | None = None
         self._ledger: SpendLedger | None = None
+        self.unpriced: set[str] = set()  # deployments already reported as having no prices
         self._groups_of: Router | None = None
         self.db_models = DbModels(settings)
         self._models_task: asyncio.Task[None] | None = None

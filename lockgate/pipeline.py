@@ -15,6 +15,7 @@ stream event.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Controls", "Exchange", "read_json", "require_model", "run", "take_controls"]
 
+log = logging.getLogger("lockgate")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 RETRYABLE_STATUS = frozenset({401, 403, 404, 408, 409, 429, 500, 502, 503, 504, 529})
 
@@ -397,7 +399,7 @@ async def _relay_body(
         payload = orjson.dumps(ant.chat_response_to_message(data, model))
     if isinstance(usage, dict):
         record.usage = ant.messages_usage_to_chat(usage) if "input_tokens" in usage else usage
-    cost = _cost(record, target)
+    cost = _cost(gw, record, target)
     if cost is not None:
         value = f"{cost:.10g}".encode()
         headers = [*headers, (b"x-lockgate-response-cost", value), (b"x-litellm-response-cost", value)]
@@ -405,8 +407,9 @@ async def _relay_body(
     gw.emit(record, req)
 
 
-def _cost(record: RequestRecord, target: Target) -> float | None:
-    """The request's cost at its deployment's prices (None: no prices, or no usage), kept on the record."""
+def _cost(gw: Gateway, record: RequestRecord, target: Target) -> float | None:
+    """The request's cost at its deployment's prices (None: no prices, or no usage), kept on the record. A
+    deployment without prices is said once per process: its requests count $0 against every budget."""
     usage = record.usage
     if not usage:
         return None
@@ -417,6 +420,11 @@ def _cost(record: RequestRecord, target: Target) -> float | None:
     else:
         cost = pricing.cost_of(target.deployment.model_info, usage)
     record.cost = cost
+    if cost is None and target.deployment.id not in gw.unpriced:
+        gw.unpriced.add(target.deployment.id)
+        log.warning("deployment %s (%s) has no prices: its requests count $0 against budgets and spend; set "
+                    "input_cost_per_token / output_cost_per_token in its model_info", target.deployment.id,
+                    target.deployment.litellm_model[:100])  # fmt: skip
     return cost
 
 
@@ -488,7 +496,7 @@ async def _relay_stream(
         usage["completion_tokens"] = max(int(usage.get("completion_tokens") or 0), events)
         usage["estimated"] = True
         record.usage = usage
-    cost = _cost(record, target)
+    cost = _cost(gw, record, target)
     if cost is not None and not disconnected:  # headers went out first: the cost ends the stream, as a comment
         tail += b": x-lockgate-response-cost " + f"{cost:.10g}".encode() + b"\n\n"
     await send({"type": "http.response.body", "body": tail, "more_body": False})

@@ -291,3 +291,15 @@ def test_every_answer_carries_its_cost(gateway: GatewayProcess) -> None:
     claude = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
     with claude.messages.stream(model="demo", max_tokens=8, messages=[{"role": "user", "content": "hi"}]) as events:
         assert events.get_final_message().usage.output_tokens > 0  # Anthropic's SDK too
+
+
+def test_a_deployment_without_prices_is_said_once() -> None:
+    with GatewayProcess(CONFIG) as gw:
+        key = admin(gw, "/key/generate", {}).json()["key"]
+        for _ in range(3):
+            answer = chat(gw, key, "pair")
+            assert answer.status_code == 200 and "x-lockgate-response-cost" not in answer.headers
+        assert chat(gw, key).headers["x-lockgate-response-cost"]  # the priced one
+        said = [line for line in gw.logs().splitlines() if "has no prices" in line]
+        assert 1 <= len(said) <= 2  # once per deployment that served, however many requests it served
+        assert len({line.split("deployment ")[1].split()[0] for line in said}) == len(said)
