@@ -1,0 +1,270 @@
+"""lockgate.catalog: the shipped price catalog loads and validates, lookups, an external LiteLLM file, and the cost
+of catalog entries checked against figures written out by hand from the providers' per-million prices."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lockgate.catalog as catalog_module
+from lockgate.catalog import Catalog, CatalogError, load_catalog
+from lockgate.dialects.anthropic import messages_usage_to_chat
+from lockgate.pricing import cost_of
+
+# --- the shipped file -----------------------------------------------------------------------------------
+
+
+def test_shipped_catalog_loads_and_every_entry_is_sourced() -> None:
+    catalog = load_catalog()
+    assert catalog.checked is not None
+    assert catalog.models, "the shipped catalog is empty"
+    for name, entry in catalog.models.items():
+        provider, _, model = name.partition("/")
+        assert provider and model, name
+        assert str(entry["source"]).startswith("https://"), name
+        assert len(str(entry["checked"])) == 10, name
+        for field, value in entry.items():
+            if field not in ("source", "checked"):
+                assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, (name, field)
+        assert entry["max_input_tokens"] > 0 and entry["max_output_tokens"] > 0, name
+
+
+def test_shipped_anthropic_entries_have_both_cache_write_prices() -> None:
+    catalog = load_catalog()
+    anthropic = [entry for name, entry in catalog.models.items() if name.startswith("anthropic/")]
+    assert anthropic
+    for entry in anthropic:
+        # Anthropic: 5-minute writes 1.25x input, 1-hour writes 2x input (its pricing page).
+        assert entry["cache_creation_input_token_cost"] == pytest.approx(1.25 * entry["input_cost_per_token"])
+        assert entry["cache_creation_input_token_cost_above_1hr"] == pytest.approx(2 * entry["input_cost_per_token"])
+        assert "cache_read_input_token_cost" in entry
+
+
+def _with_shipped(monkeypatch: pytest.MonkeyPatch, data: object) -> None:
+    """Make load_catalog read ``data`` as the shipped file."""
+    text = json.dumps(data)
+
+    class _File:
+        def joinpath(self, _name: str) -> _File:
+            return self
+
+        def read_text(self, encoding: str = "utf-8") -> str:
+            return text
+
+    class _Resources:
+        @staticmethod
+        def files(_package: str) -> _File:
+            return _File()
+
+    monkeypatch.setattr(catalog_module, "resources", _Resources)
+
+
+GOOD = {
+    "input_cost_per_token": 1e-06,
+    "output_cost_per_token": 2e-06,
+    "max_input_tokens": 1000,
+    "max_output_tokens": 100,
+    "source": "https://example.com/pricing",
+    "checked": "2026-11-24",
+}
+
+
+def test_shipped_unknown_field_is_refused_naming_model_and_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_shipped(monkeypatch, {"checked": "2026-11-24", "models": {"x/m": {**GOOD, "input_cost_per_tokn": 1e-06}}})
+    with pytest.raises(CatalogError, match=r"'x/m'.*'input_cost_per_tokn'"):
+        load_catalog()
+
+
+@pytest.mark.parametrize("bad", [-1e-06, "1e-06", True, None, [1]])
+def test_shipped_price_must_be_a_finite_non_negative_number(monkeypatch: pytest.MonkeyPatch, bad: object) -> None:
+    _with_shipped(monkeypatch, {"checked": "2026-11-24", "models": {"x/m": {**GOOD, "output_cost_per_token": bad}}})
+    with pytest.raises(CatalogError, match=r"'x/m'.*'output_cost_per_token'"):
+        load_catalog()
+
+
+def test_shipped_infinite_price_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = json.dumps({"checked": "2026-11-24", "models": {"x/m": GOOD}}).replace("2e-06", "Infinity")
+    _with_shipped(monkeypatch, json.loads(text))
+    with pytest.raises(CatalogError, match=r"'x/m'.*'output_cost_per_token'"):
+        load_catalog()
+
+
+def test_shipped_entry_without_source_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = {k: v for k, v in GOOD.items() if k != "source"}
+    _with_shipped(monkeypatch, {"checked": "2026-11-24", "models": {"x/m": entry}})
+    with pytest.raises(CatalogError, match=r"'x/m'.*'source'"):
+        load_catalog()
+
+
+def test_shipped_tier_fields_are_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = {**GOOD, "input_cost_per_token_above_200k_tokens": 2e-06, "output_cost_per_token_above_272k_tokens": 3e-06}
+    _with_shipped(monkeypatch, {"checked": "2026-11-24", "models": {"x/m": entry}})
+    assert load_catalog().prices_for("x", "m") == entry
+
+
+# --- lookups --------------------------------------------------------------------------------------------
+
+
+def test_lookup_exact_provider_and_model() -> None:
+    catalog = load_catalog()
+    entry = catalog.prices_for("anthropic", "claude-opus-5")
+    assert entry is not None and entry["input_cost_per_token"] == 5e-06
+
+
+def test_lookup_dated_model_falls_back_to_the_undated_entry() -> None:
+    catalog = load_catalog()
+    assert catalog.prices_for("anthropic", "claude-opus-5-20260724") is catalog.prices_for("anthropic", "claude-opus-5")
+    assert catalog.prices_for("openai", "gpt-6.2-sol-2026-10-01") is catalog.prices_for("openai", "gpt-6.2-sol")
+
+
+def test_lookup_bare_model_name() -> None:
+    entry = {"input_cost_per_token": 1e-06}
+    catalog = Catalog(models={"m-1": entry, "p/other": {"input_cost_per_token": 9e-06}})
+    assert catalog.prices_for("anything", "m-1") is entry
+    assert catalog.prices_for("anything", "m-1-20250101") is entry
+
+
+def test_lookup_prefers_provider_entry_over_bare() -> None:
+    bare, exact = {"input_cost_per_token": 1e-06}, {"input_cost_per_token": 2e-06}
+    catalog = Catalog(models={"m": bare, "p/m": exact})
+    assert catalog.prices_for("p", "m") is exact
+    assert catalog.prices_for("q", "m") is bare
+
+
+def test_lookup_unknown_is_none() -> None:
+    catalog = load_catalog()
+    assert catalog.prices_for("anthropic", "claude-nonexistent-9") is None
+    assert catalog.prices_for("gemini", "claude-opus-5") is None  # another provider's model is not borrowed
+    assert catalog.prices_for("openai", "gpt-6.2") is None  # no prefix matching
+
+
+def test_a_date_suffix_is_stripped_only_when_it_is_a_date() -> None:
+    catalog = Catalog(models={"p/m": {"input_cost_per_token": 1e-06}})
+    assert catalog.prices_for("p", "m-12345678x") is None
+    assert catalog.prices_for("p", "m-2025") is None
+
+
+# --- an external LiteLLM-format file --------------------------------------------------------------------
+
+
+def test_external_file_overrides_a_shipped_price(tmp_path: Path) -> None:
+    extra = tmp_path / "model_prices_and_context_window.json"
+    extra.write_text(
+        json.dumps(
+            {
+                "sample_spec": {"input_cost_per_token": "documentation", "litellm_provider": "one of ..."},
+                "claude-opus-5": {
+                    "input_cost_per_token": 4e-06,
+                    "output_cost_per_token": 2e-05,
+                    "litellm_provider": "anthropic",
+                    "mode": "chat",
+                    "supports_vision": True,
+                    "max_tokens": 128000,
+                },
+                "gemini/gemini-9-pro": {"input_cost_per_token": 1e-06, "output_cost_per_token": 8e-06},
+            }
+        )
+    )
+    shipped = load_catalog()
+    catalog = load_catalog(extra)
+    entry = catalog.prices_for("anthropic", "claude-opus-5")
+    assert entry is not None
+    assert entry["input_cost_per_token"] == 4e-06
+    assert "mode" not in entry and "supports_vision" not in entry  # unknown LiteLLM fields ignored
+    gemini = catalog.prices_for("gemini", "gemini-9-pro")
+    assert gemini is not None and gemini["output_cost_per_token"] == 8e-06
+    # untouched entries stay as shipped
+    assert catalog.prices_for("openai", "gpt-6.2-sol") == shipped.prices_for("openai", "gpt-6.2-sol")
+
+
+def test_external_file_bad_price_is_refused(tmp_path: Path) -> None:
+    extra = tmp_path / "prices.json"
+    extra.write_text(json.dumps({"my-model": {"input_cost_per_token": -1, "litellm_provider": "openai"}}))
+    with pytest.raises(CatalogError, match=r"'my-model'.*'input_cost_per_token'"):
+        load_catalog(extra)
+
+
+def test_external_file_unreadable_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="cannot read"):
+        load_catalog(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(CatalogError, match="not a JSON object"):
+        load_catalog(bad)
+
+
+# --- cost of catalog entries, by hand -------------------------------------------------------------------
+
+
+def _anthropic(fresh: int, read: int, written: int, output: int, thinking: int | None = None) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "input_tokens": fresh,
+        "cache_read_input_tokens": read,
+        "cache_creation_input_tokens": written,
+        "output_tokens": output,
+    }
+    if thinking is not None:
+        usage["output_tokens_details"] = {"thinking_tokens": thinking}
+    return messages_usage_to_chat(usage)
+
+
+def _openai(prompt: int, completion: int, cached: int = 0, written: int = 0, reasoning: int = 0) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def _one_hour(prices: Any) -> dict[str, Any]:
+    """pricing.cost_of prices every write at the 5-minute price (usage does not say which were 1-hour), so a
+    request whose writes were all 1-hour is priced with the 1-hour price in its place."""
+    return {**prices, "cache_creation_input_token_cost": prices["cache_creation_input_token_cost_above_1hr"]}
+
+
+# Claude Opus 5 (platform.claude.com/docs/en/models/opus-5/overview): $5 input, $6.25 5m write, $10 1h write,
+# $0.50 cache read, $25 output per MTok. GPT-6.2 Sol (developers.openai.com/api/docs/models/gpt-6.2-sol): $2 input,
+# $0.10 cached input, $2.50 cache write, $10 output per MTok; above 272K input tokens input and cache rates double
+# and output is 1.5x for the whole request ($4, $0.20, $5, $15).
+CASES = [
+    # 1000 x $5 + 500 x $25
+    ("anthropic", "claude-opus-5", "plain", _anthropic(1000, 0, 0, 500), False, 0.005 + 0.0125),
+    # 200 x $5 + 10000 x $0.50 + 300 x $25
+    ("anthropic", "claude-opus-5", "cache read", _anthropic(200, 10000, 0, 300), False, 0.001 + 0.005 + 0.0075),
+    # 200 x $5 + 4000 x $6.25 + 100 x $25
+    ("anthropic", "claude-opus-5", "cache write 5m", _anthropic(200, 0, 4000, 100), False, 0.001 + 0.025 + 0.0025),
+    # 200 x $5 + 4000 x $10 + 100 x $25
+    ("anthropic", "claude-opus-5", "cache write 1h", _anthropic(200, 0, 4000, 100), True, 0.001 + 0.04 + 0.0025),
+    # 1000 x $5 + (500 visible + 1500 thinking) x $25
+    ("anthropic", "claude-opus-5", "reasoning", _anthropic(1000, 0, 0, 2000, 1500), False, 0.005 + 0.05),
+    # 1000 x $2 + 500 x $10
+    ("openai", "gpt-6.2-sol", "plain", _openai(1000, 500), False, 0.002 + 0.005),
+    # 2000 fresh x $2 + 8000 cached x $0.10 + 200 x $10
+    ("openai", "gpt-6.2-sol", "cache read", _openai(10000, 200, cached=8000), False, 0.004 + 0.0008 + 0.002),
+    # 1000 fresh x $2 + 4000 written x $2.50 + 100 x $10
+    ("openai", "gpt-6.2-sol", "cache write", _openai(5000, 100, written=4000), False, 0.002 + 0.01 + 0.001),
+    # 1000 x $2 + (500 visible + 2500 reasoning) x $10
+    ("openai", "gpt-6.2-sol", "reasoning", _openai(1000, 3000, reasoning=2500), False, 0.002 + 0.03),
+    # 300K prompt: 200000 fresh x $4 + 100000 cached x $0.20 + 1000 x $15
+    ("openai", "gpt-6.2-sol", "long prompt", _openai(300000, 1000, cached=100000), False, 0.8 + 0.02 + 0.015),
+]
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "kind", "usage", "one_hour", "expected"),
+    CASES,
+    ids=[f"{p}/{m}:{k}" for p, m, k, *_ in CASES],
+)
+def test_cost_of_catalog_entry(
+    provider: str, model: str, kind: str, usage: dict[str, Any], one_hour: bool, expected: float
+) -> None:
+    prices = load_catalog().prices_for(provider, model)
+    assert prices is not None
+    if one_hour:
+        prices = _one_hour(prices)
+    assert cost_of(prices, usage) == pytest.approx(expected, rel=1e-12)
