@@ -26,6 +26,7 @@ from typing import Literal
 from lockgate.api import anthropic, bedrock, customers, directory, health, keys, models, openai, spend
 from lockgate.asgi import Receive, Request, Scope, Send
 from lockgate.auth import Authenticator, Permission, RouteKind
+from lockgate.catalog import load_catalog
 from lockgate.config import Settings
 from lockgate.dbmodels import DbModels
 from lockgate.dialects.thinking import ThinkingMemory
@@ -128,7 +129,9 @@ class Gateway:
     def __init__(self, settings: Settings, *, sinks: tuple[Sink, ...] = (), workers: int = 1) -> None:
         self.settings = settings
         self.workers = workers  # processes serving this port (``--workers``), each with its own Gateway
-        self.router = Router(settings)
+        # the prices shipped with lockgate (and lockgate.price_file's); a deployment's model_info overrides them
+        self.catalog = load_catalog(Path(settings.price_file) if settings.price_file else None)
+        self.router = Router(settings, catalog=self.catalog)
         self.auth = Authenticator(settings.master_key, cache_ttl=settings.key_cache_ttl)
         self.routes = _routes()
         self._bedrock = Route({"POST": bedrock.passthrough}, "key", "bedrock", kind="llm")
@@ -257,7 +260,7 @@ class Gateway:
         async with self.db_models.lock:
             found = await self.db_models.load(self.store)
             if found is not None:
-                self.router = Router(self.settings, db_deployments=found)
+                self.router = Router(self.settings, db_deployments=found, catalog=self.catalog)
 
     async def models_changed(self) -> None:
         """After ``/model/new|update|delete``: serve the change here at once, and tell the other instances."""

@@ -139,6 +139,8 @@ class Settings:
     default_max_output_tokens: int = 4096
     """``lockgate.default_max_output_tokens``: the output reserved against tpm limits and budgets when a
     request names no max_tokens and its model no max_output_tokens."""
+    price_file: str | None = None
+    """``lockgate.price_file``: a LiteLLM-format price file whose entries replace the shipped catalog's."""
     warnings: tuple[Problem, ...] = ()
     source: str = "<config>"
 
@@ -556,7 +558,9 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
         check.error("lockgate.sqlite_path", "must be a file path")
         sqlite = "lockgate.db"
     base = Path(source).parent if source and source != "<config>" else Path.cwd()
+    price_file = _price_file(native.get("price_file"), base, check)
     settings = Settings(
+        price_file=price_file,
         sqlite_path=str(base / sqlite),
         key_cache_ttl=num(general, "user_api_key_cache_ttl", "general_settings", 30.0),
         redis_url=redis_url,
@@ -603,6 +607,25 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
     if check.problems:
         raise ConfigError(source, check.problems, check.warnings)
     return settings
+
+
+def _price_file(value: Any, base: Path, check: _Checker) -> str | None:
+    """``lockgate.price_file``: prices in LiteLLM's model_prices_and_context_window.json format, checked now so
+    a bad file stops the start with the model and field named."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        check.error("lockgate.price_file", "must be a file path")
+        return None
+    path = base / value
+    from lockgate.catalog import CatalogError, load_catalog
+
+    try:
+        load_catalog(path)
+    except (CatalogError, OSError) as exc:
+        check.error("lockgate.price_file", str(exc)[:300])
+        return None
+    return str(path)
 
 
 def _redis_url(router: Mapping[str, Any], env: Mapping[str, str], check: _Checker) -> Secret | None:

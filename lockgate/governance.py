@@ -266,12 +266,14 @@ class Governor:
         deployment: Deployment | None,
         raw_size: int,
         body: Mapping[str, Any],
+        prices: Mapping[str, Any] | None = None,
     ) -> Admitted | None:
         """Count the request against every limit it is under, or raise. None when it is under none and nobody's
         spend is kept (the master key without an end user); without limits, only the spend is kept."""
         limits = limits_of(principal, end_user, model, deployment)
         entities = _entities(principal, end_user)
-        prices = deployment.model_info if deployment is not None else {}
+        if prices is None:
+            prices = deployment.model_info if deployment is not None else {}
         if not limits:
             return Admitted(None, limits, entities, prices, _prompt_tokens(body, raw_size)) if entities else None
         prompt, output = self.estimate(raw_size, body, deployment)

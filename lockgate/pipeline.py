@@ -294,7 +294,9 @@ async def _admit(
     while True:
         deployment = plan[0].deployment if plan else None
         try:
-            admitted = await gw.governor.admit(req.request_id, req.principal, end_user, model, deployment, size, body)
+            admitted = await gw.governor.admit(
+                req.request_id, req.principal, end_user, model, deployment, size, body, plan[0].prices if plan else {}
+            )
         except RateLimited as error:
             if deployment is None or error.scope != f"deployment:{deployment.id}":
                 raise
@@ -415,10 +417,10 @@ def _cost(gw: Gateway, record: RequestRecord, target: Target) -> float | None:
         return None
     if usage.get("estimated"):
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        cost = pricing.estimate(target.deployment.model_info, prompt if isinstance(prompt, int) else 0,
+        cost = pricing.estimate(target.prices, prompt if isinstance(prompt, int) else 0,
                                 completion if isinstance(completion, int) else 0)  # fmt: skip
     else:
-        cost = pricing.cost_of(target.deployment.model_info, usage)
+        cost = pricing.cost_of(target.prices, usage)
     record.cost = cost
     if cost is None and target.deployment.id not in gw.unpriced:
         gw.unpriced.add(target.deployment.id)

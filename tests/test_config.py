@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lockgate.config import ConfigError, Problem, Settings, load_settings, parse_settings
 from lockgate.deployment import Deployment, public_url
@@ -758,3 +759,19 @@ def test_redis_settings_and_environment_names() -> None:
     with pytest.raises(ConfigError) as info:
         parse_settings({**models, "router_settings": {"redis_url": "http://nope"}}, {})
     assert "redis_url: must be a redis://" in str(info.value)
+
+
+def test_price_file_is_checked_at_start(tmp_path: Path) -> None:
+    good = tmp_path / "prices.json"
+    good.write_text('{"my-model": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06, '
+                    '"litellm_provider": "openai", "mode": "chat"}}')  # fmt: skip
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"my-model": {"input_cost_per_token": -1}}')
+    base = {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/my-model", "api_key": "k"}}]}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**base, "lockgate": {"price_file": "prices.json"}}))
+    settings = load_settings(config, {})
+    assert settings.price_file == str(good)
+    config.write_text(yaml.safe_dump({**base, "lockgate": {"price_file": "bad.json"}}))
+    with pytest.raises(ConfigError, match=r"lockgate\.price_file"):
+        load_settings(config, {})

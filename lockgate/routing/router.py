@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from lockgate.config import Settings
 from lockgate.deployment import Deployment
@@ -19,6 +20,9 @@ from lockgate.errors import ModelNotFound
 from lockgate.providers import registry
 from lockgate.providers.base import Provider
 from lockgate.upstream import Timeouts
+
+if TYPE_CHECKING:
+    from lockgate.catalog import Catalog
 
 __all__ = ["Router", "Target"]
 
@@ -31,6 +35,8 @@ class Target:
     provider: Provider
     timeouts: Timeouts
     drop_params: bool
+    prices: Mapping[str, Any] = field(default_factory=dict)
+    """The catalog's prices for its model, overridden by its ``model_info`` (what pricing.py reads)."""
 
     @property
     def group(self) -> str:
@@ -43,7 +49,7 @@ class _Wildcard:
     targets: tuple[Target, ...]
 
 
-def _target(deployment: Deployment, settings: Settings) -> Target:
+def _target(deployment: Deployment, settings: Settings, catalog: Catalog | None = None) -> Target:
     provider = registry.get(deployment.provider)
     if provider is None:  # config validation already refused it
         raise ValueError(f"no provider {deployment.provider}")
@@ -51,7 +57,9 @@ def _target(deployment: Deployment, settings: Settings) -> Target:
     first_byte = deployment.stream_timeout or settings.stream_timeout or total
     timeouts = Timeouts(total=total, first_byte=first_byte, idle=total, connect=settings.connect_timeout)
     drop = deployment.options.get("drop_params", settings.drop_params)
-    return Target(deployment, provider, timeouts, bool(drop))
+    listed = catalog.prices_for(deployment.provider, deployment.upstream_model) if catalog is not None else None
+    prices = {**listed, **deployment.model_info} if listed else deployment.model_info
+    return Target(deployment, provider, timeouts, bool(drop), prices)
 
 
 class Router:
@@ -65,6 +73,7 @@ class Router:
         rng: random.Random | None = None,
         *,
         db_deployments: tuple[Deployment, ...] = (),
+        catalog: Catalog | None = None,
     ) -> None:
         self._rng = rng or random.Random()  # noqa: S311 - load balancing, not security
         self._retries = settings.num_retries
@@ -74,7 +83,7 @@ class Router:
         """The ids of the deployments that came from the database (``/model/new``)."""
         wildcards: dict[str, list[Target]] = {}
         for deployment in (*settings.deployments, *db_deployments):
-            target = _target(deployment, settings)
+            target = _target(deployment, settings, catalog)
             if "*" in deployment.model_name:
                 wildcards.setdefault(deployment.model_name, []).append(target)
             else:

@@ -102,3 +102,23 @@ def test_alias_to_a_missing_group_is_a_config_error() -> None:
             {"model_list": [dep("a", "openai/x")], "router_settings": {"model_group_alias": {"b": "nope"}}}, {}
         )
     assert "'nope' is not a model_name" in str(caught.value)
+
+
+def test_targets_carry_catalog_prices_that_model_info_overrides() -> None:
+    from lockgate.catalog import load_catalog
+
+    model_list = [
+        {"model_name": "opus", "litellm_params": {"model": "anthropic/claude-opus-5", "api_key": "k"}},
+        {
+            "model_name": "opus-cheap",
+            "litellm_params": {"model": "anthropic/claude-opus-5", "api_key": "k"},
+            "model_info": {"input_cost_per_token": 1e-06},
+        },
+        {"model_name": "other", "litellm_params": {"model": "demo/x"}},
+    ]
+    router = Router(parse_settings({"model_list": model_list}, {}), catalog=load_catalog())
+    listed = router.group("opus")[0].prices
+    assert listed["input_cost_per_token"] == 5e-06 and listed["output_cost_per_token"] == 2.5e-05
+    cheap = router.group("opus-cheap")[0].prices
+    assert cheap["input_cost_per_token"] == 1e-06 and cheap["output_cost_per_token"] == 2.5e-05
+    assert "input_cost_per_token" not in router.group("other")[0].prices
