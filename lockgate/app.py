@@ -185,7 +185,7 @@ class Gateway:
             self._store = await open_store(url, sqlite_path=Path(self.settings.sqlite_path))
             self.auth.attach(self._store)
             await self.reload_models()
-        if self._ledger is None:
+        if self._ledger is None and not self.settings.disable_spend_logs:
             spool = Path(self.settings.sqlite_path).parent / "lockgate-spool"
             self._ledger = SpendLedger(self.store, spool)
             await self._ledger.start()

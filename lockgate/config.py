@@ -112,6 +112,8 @@ class Settings:
     key_cache_ttl: float = 30.0
     """Shared state across instances (thinking signatures now; limits and key invalidation later)."""
     store_prompts_in_spend_logs: bool = False
+    disable_spend_logs: bool = False
+    """No ledger row per request (budgets and owners' spend are still kept)."""
     drop_params: bool = False
     num_retries: int = 0
     request_timeout: float = 600.0
@@ -569,6 +571,9 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
         database_url=Secret(str(database)) if database else None,
         store_prompts_in_spend_logs=check.boolean(
             general.get("store_prompts_in_spend_logs", False), "general_settings.store_prompts_in_spend_logs"
+        ),
+        disable_spend_logs=check.boolean(
+            general.get("disable_spend_logs", False), "general_settings.disable_spend_logs"
         ),
         drop_params=check.boolean(
             drop, "litellm_settings.drop_params" if "drop_params" in litellm else "LITELLM_DROP_PARAMS (environment)"

@@ -43,10 +43,11 @@ _TOP_IGNORED = {
 
 _GENERAL = {
     "master_key", "database_url", "store_prompts_in_spend_logs", "max_request_size_mb", "user_api_key_cache_ttl",
+    "disable_spend_logs",
 }  # fmt: skip
 _GENERAL_IGNORED = {
     "database_connection_pool_limit", "database_connection_timeout", "allow_requests_on_db_unavailable",
-    "disable_prisma_schema_update", "store_model_in_db", "supported_db_objects", "disable_spend_logs",
+    "disable_prisma_schema_update", "store_model_in_db", "supported_db_objects",
     "disable_spend_updates", "proxy_batch_write_at", "proxy_budget_rescheduler_min_time",
     "proxy_budget_rescheduler_max_time", "maximum_spend_logs_retention_period",
     "maximum_spend_logs_retention_interval", "use_redis_transaction_buffer", "use_spend_logs_partitioning",

@@ -292,8 +292,8 @@ class Governor:
         headers = _headers(counted, admission)
         if not admission.allowed or admission.ticket is None:
             raise _refusal(admission, headers)
-        for scope, soft in soft_budgets(principal).items():
-            self._check_soft(scope, soft, limits, admission, headers)
+        for scope, soft in soft_budgets(principal).items():  # compared with this worker's part, like the limits
+            self._check_soft(scope, soft / self._share, counted, admission, headers)
         return Admitted(admission.ticket, limits, entities, prices, prompt, headers)
 
     def _check_soft(

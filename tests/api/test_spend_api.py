@@ -188,3 +188,12 @@ def test_a_gateway_killed_with_sigkill_loses_no_row_and_doubles_none() -> None:
         assert sorted(r["request_id"] for r in rows) == sorted(sent), gw.logs()[-3000:]
         time.sleep(1.0)  # a late replay would show up as an extra row here
         assert len(call(gw, MASTER_KEY, "/spend/logs", api_key=key, page_size="1000").json()) == len(sent)
+
+
+def test_disable_spend_logs_writes_no_rows() -> None:
+    config = CONFIG.replace("general_settings:\n", "general_settings:\n  disable_spend_logs: true\n")
+    with GatewayProcess(config) as gw:
+        request_id = chat(gw, MASTER_KEY)
+        time.sleep(1.2)  # two ledger intervals
+        assert call(gw, MASTER_KEY, "/spend/logs", request_id=request_id).json() == []
+        assert not (gw.config_path.parent / "lockgate-spool").exists()
