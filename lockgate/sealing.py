@@ -22,10 +22,6 @@ import os
 from typing import Any
 
 import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lockgate.secret import Secret
 
@@ -54,6 +50,11 @@ class Sealer:
     def __init__(self, salt_key: Secret) -> None:
         if not salt_key:
             raise ValueError("the salt key is empty")
+        # imported here: ~10 MB of Rust bindings a gateway without models added through the API never needs
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
         hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INFO)
         self._aead = AESGCM(hkdf.derive(salt_key.reveal().encode()))
 
@@ -76,6 +77,8 @@ class Sealer:
             raise SealError(f"{field} is damaged (not base64)") from None
         if len(blob) < _NONCE + 16:
             raise SealError(f"{field} is damaged (too short)")
+        from cryptography.exceptions import InvalidTag
+
         try:
             plain = self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], _aad(field, context))
         except InvalidTag:
