@@ -187,7 +187,7 @@ class Gateway:
             await self.reload_models()
         if self._ledger is None and not self.settings.disable_spend_logs:
             spool = Path(self.settings.sqlite_path).parent / "lockgate-spool"
-            self._ledger = SpendLedger(self.store, spool, batch=32)  # a batch holds the event loop well under 1 ms
+            self._ledger = SpendLedger(self.store, spool)
             await self._ledger.start()
         if self._models_task is None:  # instances without Redis converge within this period
             reload = self.db_models.keep_fresh(self.reload_models, self.settings.key_cache_ttl)

@@ -9,6 +9,7 @@ accepting connections and lets in-flight requests and streams finish for up to
 from __future__ import annotations
 
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -87,6 +88,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _run_worker(settings: Settings, options: ServeOptions, sock: socket.socket) -> None:
+    # Full collections walk every live object (half a second of spend-ledger rows among them): a tenth as
+    # often as Python's default, which measured as 5-10 ms pauses in the p99 under load.
+    gc.set_threshold(700, 10, 100)
     sinks: tuple[Sink, ...] = (JsonLinesSink(),) if options.request_log else ()
     config = uvicorn.Config(
         Gateway(settings, sinks=sinks, workers=options.workers),

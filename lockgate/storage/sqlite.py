@@ -267,6 +267,7 @@ _SCHEMA_VERSION = "SELECT COALESCE(MAX(version), 0) FROM lockgate_schema"
 _RECORD_VERSION = "INSERT INTO lockgate_schema (version, applied_at) VALUES (?, ?)"
 _PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 5000")
 
+_PREPARE_CHUNK = 64  # ledger rows checked and converted between two turns of the event loop
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 
 
@@ -790,7 +791,13 @@ class SqliteStore:
     # --- spend ledger ----------------------------------------------------------------------------
 
     async def insert_spend_logs(self, rows: Sequence[SpendLogRow]) -> int:
-        values = [_spend_log_values(prepared) for prepared in prepare_spend_logs(rows)]
+        if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
+            raise ValueError("rows must be a sequence of SpendLogRow records")
+        values: list[tuple[Any, ...]] = []
+        for start in range(0, len(rows), _PREPARE_CHUNK):  # a chunk at a time: the event loop runs in between
+            prepared = prepare_spend_logs(rows[start : start + _PREPARE_CHUNK])
+            values += [_spend_log_values(item) for item in prepared]
+            await asyncio.sleep(0)
         if not values:
             return 0
         async with self._transaction() as conn:
