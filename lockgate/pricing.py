@@ -12,13 +12,16 @@ Usage is OpenAI-shaped, as lockgate normalises every provider's (``dialects.anth
     prompt_tokens      = fresh input + cache reads + cache writes
         prompt_tokens_details.cached_tokens       (or top-level cache_read_input_tokens)      reads
         prompt_tokens_details.cache_write_tokens  (or top-level cache_creation_input_tokens)  writes
+        prompt_tokens_details.cache_write_1h_tokens   of the writes, those for a one-hour cache (Anthropic)
     completion_tokens  = visible output + reasoning
         completion_tokens_details.reasoning_tokens
 
 How it is priced, and where each rule comes from:
 
 - Fresh input (prompt - reads - writes) at ``input_cost_per_token``; reads at ``cache_read_input_token_cost``
-  and writes at ``cache_creation_input_token_cost``, each at the input price when the model has none.
+  and writes at ``cache_creation_input_token_cost``, each at the input price when the model has none; the
+  one-hour writes (Anthropic's ``usage.cache_creation.ephemeral_1h_input_tokens``) at
+  ``cache_creation_input_token_cost_above_1hr``, else at the write price.
   Anthropic reports ``input_tokens`` without the cache and bills writes at 1.25x (5-minute) or 2x (1-hour) the
   base input price and reads at 0.1x (https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching);
   OpenAI counts ``cached_tokens`` inside ``prompt_tokens``, bills them at its cached-input price and charges
@@ -48,8 +51,7 @@ Unknown cost is ``None``: prices with neither an input nor an output price (one 
 or a usage that is missing or malformed (not a mapping; ``prompt_tokens`` absent; a count that is not a
 non-negative int). ``completion_tokens`` may be absent (embeddings report none) and then counts as 0.
 
-Not priced: 1-hour cache writes separately (usage as normalised does not say which writes were 1-hour, so all are
-at ``cache_creation_input_token_cost``), per-second, per-image, audio and tool-call prices, batch/priority tiers.
+Not priced: per-second, per-image, audio and tool-call prices, batch/priority tiers.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ _INPUT = "input_cost_per_token"
 _OUTPUT = "output_cost_per_token"
 _CACHE_READ = "cache_read_input_token_cost"
 _CACHE_WRITE = "cache_creation_input_token_cost"
+_CACHE_WRITE_1H = "cache_creation_input_token_cost_above_1hr"
 _REASONING = "output_cost_per_reasoning_token"
 _TIER = re.compile(r"(?P<base>[a-z_]+)_above_(?P<n>[0-9]+)(?P<k>k?)_tokens")
 
@@ -79,6 +82,7 @@ class Rates:
     cache_read: float
     cache_write: float
     reasoning: float
+    cache_write_1h: float = 0.0
 
 
 def _price(value: object) -> float | None:
@@ -132,6 +136,7 @@ def rates_for(prices: Mapping[str, Any], prompt_tokens: int) -> Rates | None:
         cache_read=found.get(_CACHE_READ, input_rate),
         cache_write=found.get(_CACHE_WRITE, input_rate),
         reasoning=found.get(_REASONING, output_rate),
+        cache_write_1h=found.get(_CACHE_WRITE_1H, found.get(_CACHE_WRITE, input_rate)),
     )
 
 
@@ -168,6 +173,7 @@ class _Tokens:
     writes: int
     completion: int
     reasoning: int
+    writes_1h: int = 0  # of ``writes``, those for a one-hour cache lifetime
 
 
 def _tokens(usage: object) -> _Tokens | None:
@@ -180,11 +186,17 @@ def _tokens(usage: object) -> _Tokens | None:
     reads = _part(details, "cached_tokens", usage.get("cache_read_input_tokens"))
     writes = _part(details, "cache_write_tokens", usage.get("cache_creation_input_tokens"))
     reasoning = _part(usage.get("completion_tokens_details"), "reasoning_tokens")
+    writes_1h = _part(details, "cache_write_1h_tokens")
     if prompt is None or completion is None:
         return None
-    if not isinstance(reads, int) or not isinstance(writes, int) or not isinstance(reasoning, int):
+    if (
+        not isinstance(reads, int)
+        or not isinstance(writes, int)
+        or not isinstance(reasoning, int)
+        or not isinstance(writes_1h, int)
+    ):
         return None
-    return _Tokens(prompt, reads, writes, completion, reasoning)
+    return _Tokens(prompt, reads, writes, completion, reasoning, min(writes_1h, writes))
 
 
 def _cost(rates: Rates, tokens: _Tokens) -> float:
@@ -193,7 +205,8 @@ def _cost(rates: Rates, tokens: _Tokens) -> float:
     return (
         fresh * rates.input
         + tokens.reads * rates.cache_read
-        + tokens.writes * rates.cache_write
+        + (tokens.writes - tokens.writes_1h) * rates.cache_write
+        + tokens.writes_1h * rates.cache_write_1h
         + visible * rates.output
         + tokens.reasoning * rates.reasoning
     )

@@ -240,7 +240,7 @@ def test_of_several_thresholds_the_highest_exceeded_applies() -> None:
     for prompt, rate in ((128_000, 1e-06), (128_001, 2e-06), (200_001, 3e-06), (272_000, 3e-06), (272_001, 4e-06)):
         assert cost_of(prices, {"prompt_tokens": prompt, "completion_tokens": 0}) == pytest.approx(prompt * rate)
     assert rates_for(prices, 300_000) == Rates(
-        input=4e-06, output=0.0, cache_read=4e-06, cache_write=4e-06, reasoning=0.0
+        input=4e-06, output=0.0, cache_read=4e-06, cache_write=4e-06, reasoning=0.0, cache_write_1h=4e-06
     )
 
 
@@ -358,3 +358,28 @@ def test_cost_grows_with_the_reported_totals(
     assert more is not None and more >= cost
     bound = estimate(prices, prompt, completion)
     assert bound is not None and bound >= 0
+
+
+def test_one_hour_cache_writes_at_their_own_price() -> None:
+    """Anthropic splits writes by cache lifetime (usage.cache_creation); a 1-hour write costs 2x input, a
+    5-minute one 1.25x. Prices per MTok: input 5, output 25, 5m write 6.25, 1h write 10, read 0.5."""
+    from lockgate.dialects.anthropic import messages_usage_to_chat
+
+    prices = {
+        "input_cost_per_token": 5e-06,
+        "output_cost_per_token": 2.5e-05,
+        "cache_read_input_token_cost": 5e-07,
+        "cache_creation_input_token_cost": 6.25e-06,
+        "cache_creation_input_token_cost_above_1hr": 1e-05,
+    }
+    usage = messages_usage_to_chat({
+        "input_tokens": 100, "output_tokens": 200, "cache_read_input_tokens": 1_000,
+        "cache_creation_input_tokens": 3_000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 1_000, "ephemeral_1h_input_tokens": 2_000},
+    })  # fmt: skip
+    assert usage["prompt_tokens_details"]["cache_write_1h_tokens"] == 2_000
+    # 100 x 5 + 1,000 x 0.5 + 1,000 x 6.25 + 2,000 x 10 + 200 x 25 = 32,250 per MTok
+    assert cost_of(prices, usage) == pytest.approx(0.03225)
+    without_1h_price = {k: v for k, v in prices.items() if k != "cache_creation_input_token_cost_above_1hr"}
+    # every write at the 5-minute price: 100 x 5 + 500 + 3,000 x 6.25 + 5,000 = 24,750 per MTok
+    assert cost_of(without_1h_price, usage) == pytest.approx(0.02475)

@@ -119,6 +119,10 @@ def messages_usage_to_chat(usage: dict[str, Any]) -> dict[str, Any]:
         "cache_read_input_tokens": read,
         "cache_creation_input_tokens": written,
     }
+    creation = usage.get("cache_creation")  # the writes by cache lifetime, priced differently
+    one_hour = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, dict) else None
+    if isinstance(one_hour, int) and one_hour > 0:
+        out["prompt_tokens_details"]["cache_write_1h_tokens"] = one_hour
     details = usage.get("output_tokens_details")
     if isinstance(details, dict) and details.get("thinking_tokens") is not None:
         out["completion_tokens_details"] = {"reasoning_tokens": details["thinking_tokens"]}
