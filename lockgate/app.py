@@ -40,7 +40,7 @@ from lockgate.errors import (
 )
 from lockgate.governance import Governor
 from lockgate.invalidation import KeyInvalidation
-from lockgate.ledger import SpendLedger, ledger_row
+from lockgate.ledger import SpendLedger, ledger_values
 from lockgate.limits.base import Limiter
 from lockgate.limits.local import LocalLimiter
 from lockgate.observe import RequestRecord, Sink
@@ -282,7 +282,7 @@ class Gateway:
         """A request is done: its row in the spend ledger, then the record to the sinks."""
         record.latency_ms = (time.perf_counter() - req.started) * 1000
         if self._ledger is not None:
-            self._ledger.record(ledger_row(record, req.principal))
+            self._ledger.record(ledger_values(record, req.principal))
         for sink in self.sinks:
             try:
                 sink.emit(record)

@@ -1,10 +1,12 @@
 """The spend ledger: one :class:`~lockgate.storage.base.SpendLogRow` per request, written to the database off the
 request path, kept across a crash, never written twice.
 
-    record(row)          on the request path, after the response: one JSON line appended to this process's spool
-                         file (one write() system call, no fsync) and the row kept in memory
+    record(row)          on the request path, after the response: the row checked and converted once into the
+                         values the INSERT takes (:data:`~lockgate.storage.base.SpendLogValues`, a tuple of atomic
+                         values), appended as one JSON array line to this process's spool file (one write() system
+                         call, no fsync) and kept in memory
     every ``interval``   fsync the spool files; seal the active file and open a new one; insert the sealed file's
-                         rows, ``batch`` at a time (``insert_spend_logs``: ON CONFLICT DO NOTHING); delete it
+                         rows, ``batch`` at a time (``insert_spend_log_values``: ON CONFLICT DO NOTHING); delete it
     start()              adopt the spool files that dead processes left (a crash, kill -9) and write them first
     close()              a last flush, bounded in time; what the database did not take stays in the spool
 
@@ -21,7 +23,9 @@ on a power failure (not a process crash) what was written since the last fsync, 
 Spool files, in the spool directory (one directory may serve many processes, ``--workers N``: each worker makes
 its own ledger after the fork; the directory must be on a local file system, where ``flock()`` is reliable)::
 
-    spend-<pid>-<token>-<n>.jsonl     one per process and rotation, one JSON object per line
+    spend-<pid>-<token>-<n>.jsonl     one per process and rotation, one JSON array per line (the values, in
+                                      SPEND_LOG_FIELDS order; a JSON object per line, as older versions wrote, is
+                                      read too)
     .spend-<pid>-<token>-<n>.new      being created (locked, then renamed into place); never replayed
 """
 
@@ -44,13 +48,22 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from lockgate.errors import describe
-from lockgate.storage.base import SPEND_LOG_FIELDS, LedgerStore, SpendLogRow, spend_log_faults, utc_now
+from lockgate.storage.base import (
+    SPEND_LOG_FIELDS,
+    LedgerStore,
+    SpendLogRow,
+    SpendLogValues,
+    spend_log_fast_values,
+    spend_log_faults,
+    spend_log_values,
+    utc_now,
+)
 
 if TYPE_CHECKING:
     from lockgate.auth import Principal
     from lockgate.observe import RequestRecord
 
-__all__ = ["MAX_BACKOFF", "SpendLedger", "ledger_row"]
+__all__ = ["MAX_BACKOFF", "SpendLedger", "ledger_row", "ledger_values"]
 
 log = logging.getLogger("lockgate.ledger")
 
@@ -68,7 +81,7 @@ class _Segment:
 
     __slots__ = ("count", "dirty", "done", "fd", "offset", "path", "rows", "torn")
 
-    def __init__(self, path: Path, fd: int, rows: list[SpendLogRow] | None) -> None:
+    def __init__(self, path: Path, fd: int, rows: list[SpendLogValues] | None) -> None:
         self.path, self.fd, self.rows = path, fd, rows
         self.count = self.done = self.offset = self.torn = 0  # count: rows this process appended
         self.dirty = False
@@ -95,7 +108,7 @@ class SpendLedger:
         self._seq = 0
         self._active: _Segment | None = None
         self._pending: collections.deque[_Segment] = collections.deque()  # sealed or adopted, oldest first
-        self._unspooled: list[SpendLogRow] = []  # rows no spool file holds (none open, or its write failed)
+        self._unspooled: list[SpendLogValues] = []  # rows no spool file holds (none open, or its write failed)
         self._in_memory = 0
         self._dir_dirty = False
         self._lock = asyncio.Lock()  # one pass at a time: the background task's, flush()'s or close()'s
@@ -111,24 +124,24 @@ class SpendLedger:
 
     # --- the request path ------------------------------------------------------------------------
 
-    def record(self, row: SpendLogRow) -> None:
-        """Keep ``row`` (in memory and in the spool file) for the next write. Never raises."""
+    def record(self, row: SpendLogRow | SpendLogValues) -> None:
+        """Keep ``row`` (in memory and in the spool file) for the next write. Never raises. A tuple is taken as
+        :func:`~lockgate.storage.base.spend_log_values` (or :func:`ledger_values`) made it: checked already; a
+        :class:`SpendLogRow` is checked here, and a field the database would refuse is repaired."""
         try:
             self._counts["recorded"] += 1
             if self._closed:
                 self._drop(1, "the ledger is closed")
                 return
-            line = _line(row)
-            if line is None:  # not JSON: repaired (or dropped) like the database would refuse it
-                repaired = self._repair([row])
-                if not repaired:
-                    return
-                row, line = repaired[0], _line(repaired[0])
+            values = row if isinstance(row, tuple) else self._values(row)
+            if values is None:
+                return
+            line = _line(values)
             active = self._active
             if active is None or line is None or not self._append(active, line):
-                self._keep_unspooled([row])
+                self._keep_unspooled([values])
                 return
-            self._remember(active, row)
+            self._remember(active, values)
         except Exception as exc:  # a ledger problem must never fail a request that has been answered
             log.error("spend ledger: a row was not recorded: %s", describe(exc))
 
@@ -148,7 +161,15 @@ class SpendLedger:
         self._spool_failing = False
         return True
 
-    def _remember(self, seg: _Segment, row: SpendLogRow) -> None:
+    def _values(self, row: SpendLogRow) -> SpendLogValues | None:
+        """``row`` checked and converted; repaired first if the database would refuse it; None if dropped."""
+        try:
+            return spend_log_values(row)
+        except ValueError:
+            repaired = self._repair([row])
+            return spend_log_values(repaired[0]) if repaired else None
+
+    def _remember(self, seg: _Segment, row: SpendLogValues) -> None:
         if seg.rows is not None:
             if self._in_memory >= self._max_memory:  # the file alone holds this segment's rows from now on
                 self._in_memory -= len(seg.rows)
@@ -158,7 +179,7 @@ class SpendLedger:
                 self._in_memory += 1
         seg.count += 1
 
-    def _keep_unspooled(self, rows: list[SpendLogRow]) -> None:
+    def _keep_unspooled(self, rows: list[SpendLogValues]) -> None:
         room = max(0, self._max_memory - self._in_memory)
         self._unspooled += rows[:room]
         self._in_memory += len(rows[:room])
@@ -274,7 +295,7 @@ class SpendLedger:
         for n, row in enumerate(rows):
             line = _line(row)
             if line is None:
-                keep.append(row)  # not JSON: repaired when it is written
+                keep.append(row)  # text JSON cannot hold (a lone surrogate): memory only
             elif self._append(active, line):
                 self._remember(active, row)
             else:
@@ -325,26 +346,29 @@ class SpendLedger:
                 await self._insert(chunk)
                 seg.done += len(chunk)
             else:
-                chunk, offset, torn = _read_rows(seg.fd, seg.offset, self._batch)
+                rows, offset, torn = _read_rows(seg.fd, seg.offset, self._batch)
                 if offset == seg.offset:
                     return
+                chunk = [values for values in map(self._values, rows) if values is not None]
                 if chunk:
                     await self._insert(chunk)
                 seg.offset, seg.torn = offset, seg.torn + torn
 
-    async def _insert(self, rows: Sequence[SpendLogRow]) -> None:
+    async def _insert(self, rows: Sequence[SpendLogValues]) -> None:
         async with asyncio.timeout(INSERT_TIMEOUT):
+            refused = 0
             try:
-                new = await self._store.insert_spend_logs(rows)
-            except ValueError:  # a row the database refuses would block every later one: repair it
-                rows = self._repair(rows)
-                try:
-                    new = await self._store.insert_spend_logs(rows)
-                except ValueError as exc:  # pragma: no cover - _repair leaves only valid rows
-                    self._drop(len(rows), f"the database refused them ({describe(exc)})")
-                    return
+                new = await self._store.insert_spend_log_values(rows)
+            except ValueError:  # checked rows, but text the database cannot encode: the others one at a time
+                new = 0
+                for values in rows:
+                    try:
+                        new += await self._store.insert_spend_log_values([values])
+                    except ValueError as exc:
+                        refused += 1
+                        self._drop(1, f"the database refused it ({describe(exc)})")
         self._counts["written"] += new
-        self._counts["duplicates"] += len(rows) - new
+        self._counts["duplicates"] += len(rows) - refused - new
 
     def _repair(self, rows: Sequence[SpendLogRow]) -> list[SpendLogRow]:
         """The rows with each field the database would refuse set to its default (and named in
@@ -457,18 +481,26 @@ class SpendLedger:
         return {**self._counts, "in_memory": self._in_memory, "spool_files": files}
 
 
-def _line(row: SpendLogRow) -> bytes | None:
-    """The row as one JSON line; None if it holds something JSON cannot."""
+def _line(values: SpendLogValues) -> bytes | None:
+    """The values as one JSON array line; None if they hold text JSON cannot (a lone surrogate)."""
     try:
-        return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(values, option=orjson.OPT_APPEND_NEWLINE)
     except (orjson.JSONEncodeError, TypeError):
         return None
 
 
 def _parse(line: bytes) -> SpendLogRow | None:
+    """A spool line as a row again (checked when it is converted): an array of values, or an object with the
+    fields by name (older versions); None if it is neither (torn)."""
     try:
         data = orjson.loads(line)
-        fields = {name: data[name] for name in SPEND_LOG_FIELDS if name in data}
+        if isinstance(data, list):
+            fields = dict(zip(SPEND_LOG_FIELDS, data, strict=True))
+            for name in ("metadata", "messages", "response"):
+                if isinstance(fields[name], str):
+                    fields[name] = orjson.loads(fields[name])
+        else:
+            fields = {name: data[name] for name in SPEND_LOG_FIELDS if name in data}
         fields["started_at"] = datetime.fromisoformat(fields["started_at"])
         return SpendLogRow(**fields)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -539,6 +571,55 @@ def _default(name: str) -> Any:
 
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def ledger_values(record: RequestRecord, principal: Principal | None) -> SpendLogValues | SpendLogRow:
+    """:func:`ledger_row`'s row, built straight into the values the INSERT takes (no :class:`SpendLogRow` made) when
+    every field is of the common, valid kinds; otherwise the row itself, for :meth:`SpendLedger.record` to check
+    and repair."""
+    usage = record.usage or {}
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    if principal is not None:
+        key, team, org = principal.key, principal.team, principal.org
+        user_id = principal.user_id or (key.user_id if key is not None else None)
+    else:
+        key = team = org = user_id = None
+    has_prompt_details, has_completion_details = isinstance(prompt_details, dict), isinstance(completion_details, dict)
+    values = spend_log_fast_values((
+        record.request_id,
+        datetime.now(UTC) - timedelta(milliseconds=record.latency_ms),
+        key.token_hash if key is not None else None,
+        key.key_alias if key is not None else None,
+        user_id,
+        team.team_id if team is not None else (key.team_id if key is not None else None),
+        org.organization_id if org is not None else None,
+        record.end_user,
+        record.requested_model,
+        record.model_group,
+        record.deployment_id,
+        record.provider,
+        prompt,
+        completion,
+        _count(prompt_details.get("cached_tokens") if has_prompt_details else 0),
+        _count(prompt_details.get("cache_write_tokens") if has_prompt_details else 0),
+        _count(completion_details.get("reasoning_tokens") if has_completion_details else 0),
+        _count(usage.get("total_tokens")) or prompt + completion,
+        record.cost or 0.0,
+        bool(usage.get("estimated")),
+        record.latency_ms,
+        record.first_token_ms,
+        record.status,
+        record.error_type,
+        record.stream,
+        record.client_disconnected,
+        record.route,
+        {"session_id": record.session_id} if record.session_id else {},
+        None,
+        None,
+    ))  # fmt: skip
+    return values if values is not None else ledger_row(record, principal)
 
 
 def ledger_row(record: RequestRecord, principal: Principal | None) -> SpendLogRow:

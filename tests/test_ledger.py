@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from lockgate.ledger import SpendLedger
-from lockgate.storage import SpendLogRow, StorageError, Store, open_store
+from lockgate.storage import SpendLogRow, SpendLogValues, StorageError, Store, open_store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -44,6 +44,14 @@ class Flaky:
         if self.down:
             raise StorageError("cannot connect to PostgreSQL: ConnectionRefusedError")
         return await self.store.insert_spend_logs(rows)
+
+    async def insert_spend_log_values(self, rows: Sequence[SpendLogValues]) -> int:
+        self.attempts += 1
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.down:
+            raise StorageError("cannot connect to PostgreSQL: ConnectionRefusedError")
+        return await self.store.insert_spend_log_values(rows)
 
 
 async def _stored(store: Store) -> list[str]:
@@ -113,7 +121,7 @@ def test_the_spool_is_one_json_line_per_row_until_written(tmp_path: Path) -> Non
         (name,) = _spool_files(spool)
         assert oct((spool / name).stat().st_mode & 0o777) == "0o600" and oct(spool.stat().st_mode & 0o777) == "0o700"
         lines = (spool / name).read_bytes().splitlines()
-        assert [orjson.loads(line)["request_id"] for line in lines] == ["req-000001", "req-000002"]
+        assert [orjson.loads(line)[0] for line in lines] == ["req-000001", "req-000002"]
         await ledger.flush()
         assert await _stored(store) == ["req-000001", "req-000002"]
         assert not (spool / name).exists()
@@ -293,8 +301,8 @@ class KilledAfterCommit:
     def __init__(self, store):
         self.store = store
 
-    async def insert_spend_logs(self, rows):
-        await self.store.insert_spend_logs(rows)
+    async def insert_spend_log_values(self, rows):
+        await self.store.insert_spend_log_values(rows)
         os.kill(os.getpid(), signal.SIGKILL)  # committed, but the spool file is still there
 
 
@@ -417,3 +425,35 @@ def test_a_live_process_file_is_not_taken_but_a_dead_ones_is(tmp_path: Path) -> 
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_ledger_values_builds_the_checked_values_once(tmp_path: Path) -> None:
+    import gc
+
+    from lockgate.ledger import ledger_row, ledger_values
+    from lockgate.observe import RequestRecord
+    from lockgate.storage.base import spend_log_values
+
+    record = RequestRecord("req-1", "/v1/chat/completions", 200, model_group="g", latency_ms=2.5, cost=0.01,
+                           usage={"prompt_tokens": 3, "completion_tokens": 4}, session_id="s")  # fmt: skip
+    values = ledger_values(record, None)
+    assert isinstance(values, tuple)
+    expected = spend_log_values(ledger_row(record, None))
+    assert values[0] == expected[0] and values[2:] == expected[2:]  # started_at: a moment later
+    gc.collect()
+    assert not gc.is_tracked(values)  # atomic values only: the collector skips it
+    bad = RequestRecord("req-2", "/v1/chat/completions", 200, end_user="a\x00b")
+    assert isinstance(ledger_values(bad, None), SpendLogRow)  # checked (and repaired) by record()
+
+    async def work(store: Store) -> None:
+        ledger = SpendLedger(store, tmp_path / "spool", interval=3600)
+        await ledger.start()
+        ledger.record(values)
+        ledger.record(ledger_values(bad, None))
+        await ledger.close()
+        assert await _stored(store) == ["req-1", "req-2"]
+        (repaired,) = await store.list_spend_logs(request_id="req-2")
+        assert repaired.end_user is None and repaired.metadata["lockgate_repaired"] == ["end_user"]
+        assert ledger.stats["repaired"] == 1
+
+    with_store(tmp_path, work)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,7 @@ __all__ = [
     "SchemaTooNew",
     "SpendDelta",
     "SpendLogRow",
+    "SpendLogValues",
     "SpendStore",
     "StorageError",
     "Store",
@@ -76,8 +78,9 @@ __all__ = [
     "json_text",
     "later",
     "open_store",
-    "prepare_spend_logs",
+    "spend_log_fast_values",
     "spend_log_faults",
+    "spend_log_values",
     "utc_now",
 ]
 
@@ -300,6 +303,12 @@ class SpendLogRow:
 
 SPEND_LOG_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SpendLogRow))
 
+SpendLogValues = tuple[Any, ...]
+"""A :class:`SpendLogRow` checked and converted by :func:`spend_log_values` into what the INSERT takes: its fields
+in ``SPEND_LOG_FIELDS`` order, ``started_at`` as UTC ISO text (``2026-03-01T12:00:00.000000+00:00``), ``cost`` /
+``latency_ms`` / ``ttft_ms`` as floats, ``metadata`` / ``messages`` / ``response`` as JSON text (None for no
+messages / response). Only atomic values: the garbage collector stops tracking such a tuple."""
+
 ReportGroup = Literal["day", "key", "team", "user", "end_user", "model", "provider"]
 """What ``spend_report`` groups by: the UTC day ('YYYY-MM-DD'), key_hash, team_id, user_id, end_user,
 model_group or provider."""
@@ -481,6 +490,11 @@ class LedgerStore(Protocol):
         """Insert the rows in one transaction, skipping any whose request_id is already stored (or repeats one
         earlier in ``rows``): a replayed batch never doubles. How many were new. Any invalid row is a
         ``ValueError`` before any SQL runs (nothing is written)."""
+
+    async def insert_spend_log_values(self, rows: Sequence[SpendLogValues]) -> int:
+        """:meth:`insert_spend_logs` for rows that :func:`spend_log_values` has checked and converted already (they
+        are not checked again): one transaction, a request_id already stored (or repeated) skipped, how many were
+        new."""
 
     async def list_spend_logs(
         self,
@@ -785,20 +799,70 @@ def _spend_log_json(row: SpendLogRow) -> tuple[str, str | None, str | None]:
     )
 
 
-def prepare_spend_logs(rows: Sequence[SpendLogRow]) -> list[tuple[SpendLogRow, str, str | None, str | None]]:
-    """``insert_spend_logs``'s rows checked (``ValueError`` naming the first bad field) with their JSON columns as
-    text (metadata, messages, response); a request_id given twice is kept the first time only."""
-    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
-        raise ValueError("rows must be a sequence of SpendLogRow records")
-    prepared: dict[str, tuple[SpendLogRow, str, str | None, str | None]] = {}
-    for row in rows:
-        if not isinstance(row, SpendLogRow):
-            raise ValueError("rows must be SpendLogRow records")
-        for name, kind in _SPEND_LOG_KINDS.items():
-            _check_value(name, kind, getattr(row, name))
-        texts = _spend_log_json(row)
-        prepared.setdefault(row.request_id, (row, *texts))
-    return list(prepared.values())
+_ROW_VALUES = operator.attrgetter(*SPEND_LOG_FIELDS)
+
+
+def spend_log_values(row: SpendLogRow) -> SpendLogValues:
+    """``row`` checked (``ValueError`` naming the first bad field, as ``insert_spend_logs`` would refuse it) and
+    converted into :data:`SpendLogValues`."""
+    if not isinstance(row, SpendLogRow):
+        raise ValueError("rows must be SpendLogRow records")
+    fields: tuple[Any, ...] = _ROW_VALUES(row)
+    values = spend_log_fast_values(fields)
+    if values is not None:
+        return values
+    for name, kind in _SPEND_LOG_KINDS.items():
+        _check_value(name, kind, getattr(row, name))
+    metadata, messages, response = _spend_log_json(row)
+    started_at = row.started_at.astimezone(UTC).isoformat(timespec="microseconds")
+    cost, latency, ttft = float(row.cost), float(row.latency_ms), None if row.ttft_ms is None else float(row.ttft_ms)
+    return (row.request_id, started_at, *fields[2:18], cost, row.cost_estimated, latency, ttft, *fields[22:27],
+            metadata, messages, response)  # fmt: skip
+
+
+_STR_FIELDS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 23)  # "str?" fields, by position in SPEND_LOG_FIELDS
+_COUNT_FIELDS = (12, 13, 14, 15, 16, 17)
+assert [SPEND_LOG_FIELDS[n] for n in _STR_FIELDS] == [n for n, k in _SPEND_LOG_KINDS.items() if k == "str?"]
+assert [SPEND_LOG_FIELDS[n] for n in _COUNT_FIELDS] == [n for n, k in _SPEND_LOG_KINDS.items() if k == "count"]
+
+
+def spend_log_fast_values(fields: tuple[Any, ...]) -> SpendLogValues | None:
+    """A row's fields (in ``SPEND_LOG_FIELDS`` order) as :data:`SpendLogValues` if they are of the common, valid
+    kinds (plain str, int, float, bool, dict, None; ``messages`` and ``response`` None); else None, and the caller
+    checks them field by field. Never accepts what :func:`spend_log_values` would refuse."""
+    if len(fields) != len(SPEND_LOG_FIELDS):
+        return None
+    request_id, started_at = fields[0], fields[1]
+    if type(request_id) is not str or not request_id or "\x00" in request_id:
+        return None
+    if type(started_at) is not datetime or started_at.tzinfo is not UTC:
+        return None
+    for n in _STR_FIELDS:
+        value = fields[n]
+        if value is not None and (type(value) is not str or "\x00" in value):
+            return None
+    for n in _COUNT_FIELDS:
+        value = fields[n]
+        if type(value) is not int or not 0 <= value < _MAX_COUNT:
+            return None
+    cost, estimated, latency, ttft, status, _, stream, disconnected, route, metadata, messages, response = fields[18:]
+    for value in (cost, latency) if ttft is None else (cost, latency, ttft):
+        if type(value) is not float or not 0.0 <= value < math.inf:  # NaN fails too
+            return None
+    if type(estimated) is not bool or type(stream) is not bool or type(disconnected) is not bool:
+        return None
+    if type(status) is not int or not 0 <= status <= 999 or type(route) is not str or "\x00" in route:
+        return None
+    if type(metadata) is not dict or messages is not None or response is not None:
+        return None
+    if metadata:
+        try:
+            text = json_text("metadata", metadata)
+        except ValueError:
+            return None
+    else:
+        text = "{}"
+    return (request_id, started_at.isoformat(timespec="microseconds"), *fields[2:27], text, None, None)
 
 
 def spend_log_faults(row: SpendLogRow) -> list[str]:

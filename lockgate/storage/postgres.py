@@ -27,6 +27,7 @@ from lockgate.storage.base import (
     ReportGroup,
     SpendDelta,
     SpendLogRow,
+    SpendLogValues,
     StorageError,
     TeamMember,
     TeamRecord,
@@ -44,7 +45,7 @@ from lockgate.storage.base import (
     check_window,
     json_text,
     later,
-    prepare_spend_logs,
+    spend_log_values,
     utc_now,
 )
 from lockgate.storage.migrations import Dialect, upgrade
@@ -236,7 +237,6 @@ FROM unnest(
     metadata, messages, response
 )
 ON CONFLICT (request_id) DO NOTHING"""
-_SPEND_FLOATS = ("cost", "latency_ms", "ttft_ms")
 _SPEND_JSON = ("metadata", "messages", "response")
 _SPEND_FILTERS = {
     "start": "started_at >= ${}",
@@ -280,14 +280,14 @@ def _report_sql(group_by: ReportGroup, where: str) -> str:
     return _SPEND_REPORT.format(group=group, where=where, order=order)
 
 
-def _spend_log_columns(rows: Sequence[SpendLogRow]) -> list[list[Any]]:
-    """The rows as one list per column (SpendLogRow's field order), JSON as text, floats as floats."""
-    prepared = prepare_spend_logs(rows)
-    columns: list[list[Any]] = [[getattr(row, name) for row, *_ in prepared] for name in SPEND_LOG_FIELDS[:-3]]
-    for name in _SPEND_FLOATS:
-        column = columns[SPEND_LOG_FIELDS.index(name)]
-        column[:] = [None if value is None else float(value) for value in column]
-    columns += [[texts[n] for _, *texts in prepared] for n in range(3)]
+def _spend_log_columns(rows: Sequence[SpendLogValues]) -> list[list[Any]]:
+    """The rows (a repeated request_id kept the first time only) as one list per column, in SPEND_LOG_FIELDS
+    order; started_at as a datetime again."""
+    unique: dict[str, SpendLogValues] = {}
+    for values in rows:
+        unique.setdefault(values[0], values)
+    columns = [list(column) for column in zip(*unique.values(), strict=True)] or [[] for _ in SPEND_LOG_FIELDS]
+    columns[1] = [datetime.fromisoformat(text) for text in columns[1]]
     return columns
 
 
@@ -804,6 +804,11 @@ class PostgresStore:
     # --- spend ledger ----------------------------------------------------------------------------
 
     async def insert_spend_logs(self, rows: Sequence[SpendLogRow]) -> int:
+        if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
+            raise ValueError("rows must be a sequence of SpendLogRow records")
+        return await self.insert_spend_log_values([spend_log_values(row) for row in rows])
+
+    async def insert_spend_log_values(self, rows: Sequence[SpendLogValues]) -> int:
         columns = _spend_log_columns(rows)
         if not columns[0]:
             return 0

@@ -31,6 +31,7 @@ from lockgate.storage.base import (
     ReportGroup,
     SpendDelta,
     SpendLogRow,
+    SpendLogValues,
     StorageError,
     TeamMember,
     TeamRecord,
@@ -48,7 +49,7 @@ from lockgate.storage.base import (
     check_window,
     json_text,
     later,
-    prepare_spend_logs,
+    spend_log_values,
     utc_now,
 )
 from lockgate.storage.migrations import Dialect, upgrade
@@ -233,12 +234,6 @@ def _report_sql(group_by: ReportGroup, where: str) -> str:
     return _SPEND_REPORT.format(group=group, where=where, order=order)
 
 
-def _spend_log_values(prepared: tuple[SpendLogRow, str, str | None, str | None]) -> tuple[Any, ...]:
-    row, metadata, messages, response = prepared
-    values = [getattr(row, name) for name in SPEND_LOG_FIELDS[2:-3]]  # between started_at and the JSON columns
-    return (row.request_id, _time(row.started_at), *values, metadata, messages, response)
-
-
 def _spend_log_row(values: Sequence[Any]) -> SpendLogRow:
     fields: dict[str, Any] = dict(zip(SPEND_LOG_FIELDS, values, strict=True))
     fields["started_at"] = _parse_time(fields["started_at"])
@@ -268,6 +263,7 @@ _RECORD_VERSION = "INSERT INTO lockgate_schema (version, applied_at) VALUES (?, 
 _PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 5000")
 
 _PREPARE_CHUNK = 64  # ledger rows checked and converted between two turns of the event loop
+_INSERT_CHUNK = 64  # ledger rows one executemany() inserts (the event loop runs in between; one transaction)
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 
 
@@ -793,16 +789,21 @@ class SqliteStore:
     async def insert_spend_logs(self, rows: Sequence[SpendLogRow]) -> int:
         if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
             raise ValueError("rows must be a sequence of SpendLogRow records")
-        values: list[tuple[Any, ...]] = []
+        values: list[SpendLogValues] = []
         for start in range(0, len(rows), _PREPARE_CHUNK):  # a chunk at a time: the event loop runs in between
-            prepared = prepare_spend_logs(rows[start : start + _PREPARE_CHUNK])
-            values += [_spend_log_values(item) for item in prepared]
+            values += [spend_log_values(row) for row in rows[start : start + _PREPARE_CHUNK]]
             await asyncio.sleep(0)
-        if not values:
+        return await self.insert_spend_log_values(values)
+
+    async def insert_spend_log_values(self, rows: Sequence[SpendLogValues]) -> int:
+        if not rows:
             return 0
-        async with self._transaction() as conn:
-            cursor = await conn.executemany(_INSERT_SPEND_LOG, values)  # rowcount: the rows actually inserted
-            return max(cursor.rowcount, 0)
+        new = 0
+        async with self._transaction() as conn:  # a repeated request_id: the first is kept, ON CONFLICT skips the rest
+            for start in range(0, len(rows), _INSERT_CHUNK):  # short turns of the connection's thread, one commit
+                cursor = await conn.executemany(_INSERT_SPEND_LOG, rows[start : start + _INSERT_CHUNK])
+                new += max(cursor.rowcount, 0)  # rowcount: the rows actually inserted
+        return new
 
     async def list_spend_logs(
         self,

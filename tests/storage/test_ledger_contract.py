@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from lockgate.storage import SPEND_LOG_FIELDS, SpendDelta, SpendLogRow, Store, migrations
+from lockgate.storage.base import spend_log_values
 from tests.storage.conftest import Backend, Run, make_old_database
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -102,6 +103,28 @@ def test_insert_is_idempotent_by_request_id(store: Store, run: Run[Any], backend
     assert _count(backend, run) == 4
     # the first write wins: a replay never changes a stored row
     assert run(store.list_spend_logs(request_id="req-0001")) == [first]
+
+
+def test_insert_spend_log_values_is_insert_spend_logs_for_checked_rows(
+    store: Store, run: Run[Any], backend: Backend
+) -> None:
+    """The ledger's fast path: rows checked and converted once (spend_log_values), written as insert_spend_logs
+    would write them, idempotent the same way; many rows (more than one executemany chunk) in one call."""
+    assert run(store.insert_spend_log_values([])) == 0
+    rows = [
+        FULL,
+        make_row(1, cost=1, latency_ms=2, ttft_ms=3),
+        *(make_row(n, metadata={"n": n}) for n in range(2, 200)),
+    ]
+    values = [spend_log_values(row) for row in rows]
+    assert spend_log_values(make_row(1, cost=1.0)) == spend_log_values(make_row(1, cost=1))  # floats as floats
+    assert run(store.insert_spend_log_values([*values, spend_log_values(make_row(1, cost=9.0))])) == 200
+    assert run(store.insert_spend_log_values(values[:50])) == 0  # a replayed batch
+    assert _count(backend, run) == 200
+    assert run(store.list_spend_logs(request_id=FULL.request_id)) == [FULL]
+    stored = run(store.list_spend_logs(request_id="req-0001"))[0]
+    assert stored == make_row(1, cost=1.0, latency_ms=2.0, ttft_ms=3.0) and type(stored.cost) is float
+    assert run(store.list_spend_logs(request_id="req-0150"))[0] == make_row(150, metadata={"n": 150})
 
 
 def test_concurrent_replays_write_each_row_once(store: Store, run: Run[Any], backend: Backend) -> None:
