@@ -320,14 +320,18 @@ class Governor:
             log.warning("soft budget crossed: the %s %s has committed $%.4f of its soft budget $%g",
                         who, scope.partition(":")[2][:16], budget.limit - remaining, soft)  # fmt: skip
 
-    async def settle(self, admitted: Admitted, usage: Mapping[str, Any] | None) -> float:
+    async def settle(self, admitted: Admitted, usage: Mapping[str, Any] | None, *, cost: float | None = None) -> float:
         """Replace the reservations with what the request used (``usage``: OpenAI-shaped; a partial one, e.g.
         the output of a stream the client cut, is completed from the estimate); returns its cost (0 when
-        the deployment has no prices). A request that failed before any answer settles with no usage."""
+        the deployment has no prices). ``cost``: what the answer cost at the prices of the deployment that
+        served it (a retry may have moved it off the first planned one); else priced here. A request that
+        failed before any answer settles with no usage."""
         usage = usage or {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if isinstance(prompt, int) and isinstance(completion, int) and not usage.get("estimated"):
-            tokens, cost = max(0, prompt) + max(0, completion), pricing.cost_of(admitted.prices, usage)
+            tokens = max(0, prompt) + max(0, completion)
+            if cost is None:
+                cost = pricing.cost_of(admitted.prices, usage)
         elif isinstance(completion, int):  # some output was produced, its usage never arrived
             prompt = prompt if isinstance(prompt, int) else admitted.prompt
             tokens, cost = prompt + max(0, completion), pricing.estimate(admitted.prices, prompt, max(0, completion))

@@ -281,7 +281,7 @@ async def run(
         await _attempts(gw, req, body, raw, model, controls, ex, record, plan)
     finally:
         if admitted is not None:
-            await gw.governor.settle(admitted, record.usage)
+            await gw.governor.settle(admitted, record.usage, cost=record.cost)
 
 
 async def _admit(

@@ -303,3 +303,24 @@ def test_a_deployment_without_prices_is_said_once() -> None:
         said = [line for line in gw.logs().splitlines() if "has no prices" in line]
         assert 1 <= len(said) <= 2  # once per deployment that served, however many requests it served
         assert len({line.split("deployment ")[1].split()[0] for line in said}) == len(said)
+
+
+def test_spend_is_priced_at_the_deployment_that_answered(fake_openai: FakeOpenAI) -> None:
+    base = f"{fake_openai.url}/v1"
+    config = f"""model_list:
+  - model_name: pair
+    litellm_params: {{model: openai/fault-status-502, api_base: {base}, api_key: {UPSTREAM_KEY}, order: 1}}
+    model_info: {{id: dear, input_cost_per_token: 1.0, output_cost_per_token: 1.0}}
+  - model_name: pair
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: {base}, api_key: {UPSTREAM_KEY}, order: 2}}
+    model_info: {{id: cheap, input_cost_per_token: 0.001, output_cost_per_token: 0.001}}
+router_settings:
+  num_retries: 1
+"""
+    with GatewayProcess(config) as gw:
+        key = admin(gw, "/key/generate", {"max_budget": 10_000}).json()["key"]
+        answer = chat(gw, key, "pair")
+        assert answer.status_code == 200 and answer.headers["x-lockgate-deployment"] == "cheap"
+        usage = answer.json()["usage"]
+        expected = (usage["prompt_tokens"] + usage["completion_tokens"]) * 0.001
+        assert spend_of(gw, key) == pytest.approx(expected)  # not at the first planned deployment's prices
