@@ -452,7 +452,9 @@ class SpendLedger:
                 if seg is not None:
                     self._pending.append(seg)
                     adopted += 1
-            elif name.startswith(".spend-") and name.endswith(".new"):  # a creation a crash interrupted: empty
+            elif name.startswith(".spend-") and name.endswith(".new") and _stale(self._dir / name):
+                # a creation a crash interrupted (empty). A live process holds such a name for microseconds,
+                # between creating and locking it: a fresh one may be a sibling worker's, starting now.
                 stale = _lock_orphan(self._dir / name)
                 if stale is not None:
                     with contextlib.suppress(OSError):
@@ -549,6 +551,16 @@ def _lock_orphan(path: Path) -> _Segment | None:
         os.close(fd)
         return None
     return _Segment(path, fd, None)
+
+
+STALE_AFTER = 60.0  # seconds before a half-made spool file (".new") is taken for a crash's leftover
+
+
+def _stale(path: Path) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > STALE_AFTER
+    except OSError:
+        return False
 
 
 def _fsync(fds: list[int], directory: Path | None) -> None:

@@ -323,7 +323,7 @@ def test_two_workers_serve_and_stop_together() -> None:
         while len(workers) < 2 and time.monotonic() < deadline:  # the second fork may trail the first answer
             time.sleep(0.05)
             workers = children_of(gateway.proc.pid)
-        assert len(workers) == 2, workers
+        assert len(workers) == 2, (workers, gateway.logs())
         body = {"model": "demo", "messages": [{"role": "user", "content": "hello workers"}]}
         for _ in range(12):  # a new connection each time, so the kernel spreads them over the workers
             with httpx.Client(timeout=10, headers=gateway.headers()) as http:

@@ -457,3 +457,23 @@ def test_ledger_values_builds_the_checked_values_once(tmp_path: Path) -> None:
         assert ledger.stats["repaired"] == 1
 
     with_store(tmp_path, work)
+
+
+def test_a_sibling_workers_half_made_spool_file_is_left_alone(tmp_path: Path) -> None:
+    """A worker creates its spool file under a temporary name and locks it a moment later; a sibling starting in
+    that moment must not take the name for a crash's leftover (it did, and the first worker failed to start).
+    Only an old one is cleared."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    fresh, old = spool / ".spend-123-abc-0.new", spool / ".spend-456-def-0.new"
+    fresh.write_bytes(b"")
+    old.write_bytes(b"")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+
+    async def work(store: Store) -> None:
+        ledger = SpendLedger(store, spool, interval=3600)
+        await ledger.start()
+        await ledger.close()
+
+    with_store(tmp_path, work)
+    assert fresh.exists() and not old.exists()

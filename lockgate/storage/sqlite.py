@@ -260,7 +260,8 @@ WHERE m.user_id = ? ORDER BY t.created_at, t.team_id"""
 _HAS_SCHEMA_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lockgate_schema'"
 _SCHEMA_VERSION = "SELECT COALESCE(MAX(version), 0) FROM lockgate_schema"
 _RECORD_VERSION = "INSERT INTO lockgate_schema (version, applied_at) VALUES (?, ?)"
-_PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 5000")
+# busy_timeout first: switching a new file to WAL takes a lock another process (a sibling worker) may hold.
+_PRAGMAS = ("PRAGMA busy_timeout = 5000", "PRAGMA journal_mode = WAL", "PRAGMA foreign_keys = ON")
 
 _PREPARE_CHUNK = 64  # ledger rows checked and converted between two turns of the event loop
 _INSERT_CHUNK = 64  # ledger rows one executemany() inserts (the event loop runs in between; one transaction)
