@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -38,10 +39,10 @@ from lockgate.errors import (
     NotFound,
     describe,
 )
-from lockgate.governance import Governor
+from lockgate.governance import GatewayBudgets, Governor
 from lockgate.invalidation import KeyInvalidation
 from lockgate.ledger import SpendLedger, ledger_values
-from lockgate.limits.base import Limiter
+from lockgate.limits.base import Limiter, Window
 from lockgate.limits.local import LocalLimiter
 from lockgate.observe import RequestRecord, Sink
 from lockgate.routing.router import Router
@@ -209,8 +210,16 @@ class Gateway:
                     "limits: %d workers without Redis: each enforces 1/%d of every limit and budget", share, share
                 )
             default_output = self.settings.default_max_output_tokens
-            self._governor = Governor(self._limiter(), self.store, default_output=default_output, share=share)
+            self._governor = Governor(
+                self._limiter(), self.store, default_output=default_output, share=share, budgets=self._budgets()
+            )
             self._governor.writer.start()
+
+    def _budgets(self) -> GatewayBudgets:
+        """The config's gateway-wide budget (its periods counted from 1970-01-01 UTC) and end users' default."""
+        duration = self.settings.budget_duration
+        window = Window.parse(duration, datetime(1970, 1, 1, tzinfo=UTC)) if duration else None
+        return GatewayBudgets(self.settings.max_budget, window, self.settings.max_end_user_budget)
 
     def _limiter(self) -> Limiter:
         """Shared counters in Redis when it is configured; this process's own otherwise."""

@@ -142,6 +142,14 @@ class Settings:
     """``lockgate.default_max_output_tokens``: the output reserved against tpm limits and budgets when a
     request names no max_tokens and its model no max_output_tokens."""
     price_file: str | None = None
+    max_budget: float | None = None
+    """``litellm_settings.max_budget``: USD the whole gateway may spend (per ``budget_duration``, else ever)."""
+    budget_duration: str | None = None
+    """``litellm_settings.budget_duration``: the period of max_budget; periods are counted from 1970-01-01 UTC,
+    so ``1d`` resets at midnight UTC and ``1mo`` on the 1st of each month."""
+    max_end_user_budget: float | None = None
+    """``litellm_settings.max_end_user_budget``: USD each end user (the body's ``user``) may spend, unless its own
+    record (``/customer/new``) sets a budget."""
     """``lockgate.price_file``: a LiteLLM-format price file whose entries replace the shipped catalog's."""
     warnings: tuple[Problem, ...] = ()
     source: str = "<config>"
@@ -563,6 +571,9 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
     price_file = _price_file(native.get("price_file"), base, check)
     settings = Settings(
         price_file=price_file,
+        max_budget=num(litellm, "max_budget", "litellm_settings", None),
+        budget_duration=_budget_duration(litellm.get("budget_duration"), check),
+        max_end_user_budget=num(litellm, "max_end_user_budget", "litellm_settings", None),
         sqlite_path=str(base / sqlite),
         key_cache_ttl=num(general, "user_api_key_cache_ttl", "general_settings", 30.0),
         redis_url=redis_url,
@@ -612,6 +623,15 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
     if check.problems:
         raise ConfigError(source, check.problems, check.warnings)
     return settings
+
+
+def _budget_duration(value: Any, check: _Checker) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"\s*\d+\s*(s|m|h|d|w|mo)\s*", value) or value.strip()[0] == "0":
+        check.error("litellm_settings.budget_duration", "must be like 30s, 10m, 1h, 1d, 1w or 1mo")
+        return None
+    return value.strip()
 
 
 def _price_file(value: Any, base: Path, check: _Checker) -> str | None:

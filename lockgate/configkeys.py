@@ -77,12 +77,15 @@ _GENERAL_REFUSED = {
     "use_azure_key_vault": "secret managers are not implemented yet",
 }
 
-_LITELLM = {"drop_params", "num_retries", "request_timeout", "fallbacks", "model_group_alias"}
+_LITELLM = {
+    "drop_params", "num_retries", "request_timeout", "fallbacks", "model_group_alias", "max_budget", "budget_duration",
+    "max_end_user_budget",
+}  # fmt: skip
 _LITELLM_IGNORED = {
     "callbacks", "success_callback", "failure_callback", "service_callbacks", "turn_off_message_logging",
     "redact_user_api_key_info", "redact_messages_in_exceptions", "json_logs", "langfuse_default_tags",
     "modify_params", "cache", "cache_params", "default_fallbacks", "context_window_fallbacks",
-    "content_policy_fallbacks", "force_ipv4", "max_budget", "budget_duration", "max_end_user_budget",
+    "content_policy_fallbacks", "force_ipv4",
     "max_internal_user_budget", "internal_user_budget_duration", "default_key_generate_params",
     "upperbound_key_generate_params", "key_generation_settings", "default_team_settings",
     "default_internal_user_params", "store_audit_logs", "extra_spend_tag_headers",

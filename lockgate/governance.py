@@ -39,7 +39,9 @@ if TYPE_CHECKING:
     from lockgate.deployment import Deployment
     from lockgate.storage.base import Store
 
-__all__ = ["SOFT_ONLY", "Admitted", "Governor", "SpendWriter", "limits_of", "period", "soft_budgets"]
+__all__ = [
+    "SOFT_ONLY", "Admitted", "GatewayBudgets", "Governor", "SpendWriter", "limits_of", "period", "soft_budgets",
+]  # fmt: skip
 
 log = logging.getLogger("lockgate")
 
@@ -56,8 +58,22 @@ def _window(duration: str | None, anchor: Any) -> Window | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayBudgets:
+    """The budgets the config sets for everyone: the whole gateway's, and each end user's by default."""
+
+    total: float | None = None  # litellm_settings.max_budget
+    window: Window | None = None  # its budget_duration, counted from 1970-01-01 UTC
+    end_user: float | None = None  # litellm_settings.max_end_user_budget
+
+
 def limits_of(
-    principal: Principal | None, end_user: EndUserRecord | None, model: str, deployment: Deployment | None
+    principal: Principal | None,
+    end_user: EndUserRecord | None,
+    model: str,
+    deployment: Deployment | None,
+    budgets: GatewayBudgets | None = None,
+    end_user_id: str | None = None,
 ) -> tuple[Limit, ...]:
     """Every limit a request for ``model`` (on ``deployment``, the first planned) is under."""
     limits: list[Limit] = []
@@ -92,8 +108,17 @@ def limits_of(
         add(scope, "budget", _budget(team.max_budget, team.soft_budget), _window(team.budget_duration, team.created_at))
     if principal is not None and principal.org is not None:
         add(f"org:{principal.org.organization_id}", "budget", principal.org.max_budget)
+    default = budgets.end_user if budgets is not None else None
     if end_user is not None:
-        add(f"end_user:{end_user.user_id}", "budget", end_user.max_budget)
+        add(
+            f"end_user:{end_user.user_id}",
+            "budget",
+            end_user.max_budget if end_user.max_budget is not None else default,
+        )
+    elif end_user_id is not None:
+        add(f"end_user:{end_user_id}", "budget", default)
+    if budgets is not None:
+        add("proxy", "budget", budgets.total, budgets.window)
     if deployment is not None:
         add(f"deployment:{deployment.id}", "rpm", deployment.rpm)
         add(f"deployment:{deployment.id}", "tpm", deployment.tpm)
@@ -154,6 +179,8 @@ def period(limit: Limit, now: float) -> str:
 def _describe(limit: Limit) -> str:
     kind, _, rest = limit.scope.partition(":")
     who = _WHO.get(kind, kind)
+    if kind == "proxy":
+        return "gateway"
     if ":model:" in rest:
         who = f"{who}'s limit for the model {rest.split(':model:', 1)[1][:100]}"
     elif kind == "deployment":
@@ -231,8 +258,17 @@ class SpendWriter:
 class Governor:
     """Admits and settles requests against a :class:`~lockgate.limits.Limiter`."""
 
-    def __init__(self, limiter: Limiter, store: Store, *, default_output: int = 4096, share: int = 1) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        store: Store,
+        *,
+        default_output: int = 4096,
+        share: int = 1,
+        budgets: GatewayBudgets | None = None,
+    ) -> None:
         self.limiter = limiter
+        self._budgets = budgets
         self.store = store
         self._share = max(1, share)
         """Workers counting alone (``--workers N`` without Redis): each enforces 1/N of every limit and budget."""
@@ -267,10 +303,11 @@ class Governor:
         raw_size: int,
         body: Mapping[str, Any],
         prices: Mapping[str, Any] | None = None,
+        end_user_id: str | None = None,
     ) -> Admitted | None:
         """Count the request against every limit it is under, or raise. None when it is under none and nobody's
         spend is kept (the master key without an end user); without limits, only the spend is kept."""
-        limits = limits_of(principal, end_user, model, deployment)
+        limits = limits_of(principal, end_user, model, deployment, self._budgets, end_user_id)
         entities = _entities(principal, end_user)
         if prices is None:
             prices = deployment.model_info if deployment is not None else {}

@@ -295,8 +295,9 @@ async def _admit(
         deployment = plan[0].deployment if plan else None
         try:
             admitted = await gw.governor.admit(
-                req.request_id, req.principal, end_user, model, deployment, size, body, plan[0].prices if plan else {}
-            )
+                req.request_id, req.principal, end_user, model, deployment, size, body,
+                plan[0].prices if plan else {}, _end_user_id(body),
+            )  # fmt: skip
         except RateLimited as error:
             if deployment is None or error.scope != f"deployment:{deployment.id}":
                 raise
@@ -313,6 +314,11 @@ async def _admit(
         if admitted is not None:
             req.response_headers.extend(admitted.headers)
         return admitted
+
+
+def _end_user_id(body: dict[str, Any]) -> str | None:
+    user = body.get("user")
+    return user[:256] if isinstance(user, str) and user else None
 
 
 async def _attempts(

@@ -775,3 +775,14 @@ def test_price_file_is_checked_at_start(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump({**base, "lockgate": {"price_file": "bad.json"}}))
     with pytest.raises(ConfigError, match=r"lockgate\.price_file"):
         load_settings(config, {})
+
+
+def test_gateway_budgets_from_litellm_settings() -> None:
+    base = {"model_list": [{"model_name": "m", "litellm_params": {"model": "demo/x"}}]}
+    settings = parse_settings(
+        {**base, "litellm_settings": {"max_budget": 100, "budget_duration": "30d", "max_end_user_budget": 5}}, {}
+    )
+    assert (settings.max_budget, settings.budget_duration, settings.max_end_user_budget) == (100, "30d", 5)
+    assert not [w for w in settings.warnings if "budget" in str(w)]  # implemented, not "ignored"
+    with pytest.raises(ConfigError, match="budget_duration"):
+        parse_settings({**base, "litellm_settings": {"max_budget": 1, "budget_duration": "weekly"}}, {})

@@ -324,3 +324,22 @@ router_settings:
         usage = answer.json()["usage"]
         expected = (usage["prompt_tokens"] + usage["completion_tokens"]) * 0.001
         assert spend_of(gw, key) == pytest.approx(expected)  # not at the first planned deployment's prices
+
+
+def test_gateway_budget_and_default_end_user_budget_from_the_config() -> None:
+    config = CONFIG.replace("general_settings:", "litellm_settings:\n  max_end_user_budget: 0.3\ngeneral_settings:")
+    with GatewayProcess(config) as gw:
+        key = admin(gw, "/key/generate", {}).json()["key"]
+        codes = [chat(gw, key, user="walk-in").status_code for _ in range(6)]
+        assert codes[0] == 200 and codes[-1] == 400  # no /customer/new record: the config's default applies
+        assert "end user's budget of $0.3" in chat(gw, key, user="walk-in").json()["error"]["message"]
+        assert chat(gw, key, user="another").status_code == 200  # each end user has their own
+        assert chat(gw, key).status_code == 200
+    config = CONFIG.replace(
+        "general_settings:", "litellm_settings:\n  max_budget: 0.4\n  budget_duration: 1d\ngeneral_settings:"
+    )
+    with GatewayProcess(config) as gw:
+        codes = [chat(gw, MASTER_KEY).status_code for _ in range(8)]
+        assert codes[0] == 200 and codes[-1] == 400  # the master key too: it is the gateway's money
+        refused = chat(gw, MASTER_KEY).json()["error"]["message"]
+        assert "gateway's budget of $0.4" in refused and "resets at" in refused and "T00:00:00Z" in refused
