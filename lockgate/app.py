@@ -133,6 +133,8 @@ class Gateway:
         # the prices shipped with lockgate (and lockgate.price_file's); a deployment's model_info overrides them
         self.catalog = load_catalog(Path(settings.price_file) if settings.price_file else None)
         self.router = Router(settings, catalog=self.catalog)
+        self.unpriced: set[str] = set()  # deployments already reported as having no prices
+        self._report_unpriced(self.router)
         self.auth = Authenticator(settings.master_key, cache_ttl=settings.key_cache_ttl)
         self.routes = _routes()
         self._bedrock = Route({"POST": bedrock.passthrough}, "key", "bedrock", kind="llm")
@@ -148,7 +150,6 @@ class Gateway:
         self._groups: dict[str, frozenset[str]] = {}
         self._governor: Governor | None = None
         self._ledger: SpendLedger | None = None
-        self.unpriced: set[str] = set()  # deployments already reported as having no prices
         self._groups_of: Router | None = None
         self.db_models = DbModels(settings)
         self._models_task: asyncio.Task[None] | None = None
@@ -270,6 +271,23 @@ class Gateway:
             found = await self.db_models.load(self.store)
             if found is not None:
                 self.router = Router(self.settings, db_deployments=found, catalog=self.catalog)
+                self._report_unpriced(self.router)
+
+    def _report_unpriced(self, router: Router) -> None:
+        """One warning per deployment without prices, when it is first served (a wildcard deployment is priced
+        per model it serves: its requests report it, see pipeline._cost)."""
+        for target in router.targets():
+            deployment = target.deployment
+            if target.priced or "*" in deployment.model_name or deployment.id in self.unpriced:
+                continue
+            self.unpriced.add(deployment.id)
+            if self.settings.unpriced == "refuse":
+                log.warning("deployment %s of %s (%s) has no prices: not served (lockgate.unpriced: refuse)",
+                            deployment.id, deployment.model_name[:100], deployment.litellm_model[:100])  # fmt: skip
+            else:
+                log.warning("deployment %s of %s (%s) has no prices: its requests count $0 against budgets and "
+                            "spend; give it input_cost_per_token / output_cost_per_token in its model_info",
+                            deployment.id, deployment.model_name[:100], deployment.litellm_model[:100])  # fmt: skip
 
     async def models_changed(self) -> None:
         """After ``/model/new|update|delete``: serve the change here at once, and tell the other instances."""

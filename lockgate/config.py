@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import yaml
@@ -142,6 +142,11 @@ class Settings:
     """``lockgate.default_max_output_tokens``: the output reserved against tpm limits and budgets when a
     request names no max_tokens and its model no max_output_tokens."""
     price_file: str | None = None
+    """``lockgate.price_file``: a LiteLLM-format price file whose entries replace the shipped catalog's."""
+    unpriced: Literal["warn", "refuse"] = "warn"
+    """``lockgate.unpriced``: what a deployment without prices (in neither the catalog nor its model_info) does:
+    ``warn`` serves it, logs it and marks its spend rows ``unpriced`` (its requests count $0 against budgets);
+    ``refuse`` leaves it out of routing, and a model with no priced deployment answers 403."""
     max_budget: float | None = None
     """``litellm_settings.max_budget``: USD the whole gateway may spend (per ``budget_duration``, else ever)."""
     budget_duration: str | None = None
@@ -150,7 +155,6 @@ class Settings:
     max_end_user_budget: float | None = None
     """``litellm_settings.max_end_user_budget``: USD each end user (the body's ``user``) may spend, unless its own
     record (``/customer/new``) sets a budget."""
-    """``lockgate.price_file``: a LiteLLM-format price file whose entries replace the shipped catalog's."""
     warnings: tuple[Problem, ...] = ()
     source: str = "<config>"
 
@@ -617,12 +621,20 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
         instances=max(1, num(native, "instances", "lockgate", 1, True)),
         budgets_fail_open=check.boolean(native.get("budgets_fail_open", False), "lockgate.budgets_fail_open"),
         default_max_output_tokens=num(native, "default_max_output_tokens", "lockgate", 4096, True),
+        unpriced=_choice(native.get("unpriced", "warn"), ("warn", "refuse"), "lockgate.unpriced", check),
         warnings=tuple(check.warnings),
         source=source,
     )
     if check.problems:
         raise ConfigError(source, check.problems, check.warnings)
     return settings
+
+
+def _choice(value: Any, choices: tuple[str, ...], path: str, check: _Checker) -> Any:
+    if value not in choices:
+        check.error(path, f"must be one of {', '.join(choices)}")
+        return choices[0]
+    return value
 
 
 def _budget_duration(value: Any, check: _Checker) -> str | None:

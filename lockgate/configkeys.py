@@ -118,6 +118,7 @@ _STRATEGIES = {
 _LOCKGATE = {
     "max_request_size_mb", "shutdown_grace_seconds", "connect_timeout", "upstream_pool_size", "sqlite_path",
     "model_api_base_allow", "instances", "budgets_fail_open", "default_max_output_tokens", "price_file",
+    "unpriced",
 }  # fmt: skip
 
 _MODEL_ENTRY = {"model_name", "litellm_params", "model_info"}

@@ -428,11 +428,14 @@ def _cost(gw: Gateway, record: RequestRecord, target: Target) -> float | None:
     else:
         cost = pricing.cost_of(target.prices, usage)
     record.cost = cost
-    if cost is None and target.deployment.id not in gw.unpriced:
-        gw.unpriced.add(target.deployment.id)
-        log.warning("deployment %s (%s) has no prices: its requests count $0 against budgets and spend; set "
-                    "input_cost_per_token / output_cost_per_token in its model_info", target.deployment.id,
-                    target.deployment.litellm_model[:100])  # fmt: skip
+    if cost is None and not target.priced:
+        deployment = target.deployment
+        said = f"{deployment.id}/{deployment.upstream_model}"  # a wildcard deployment: once per model it served
+        if deployment.id not in gw.unpriced and said not in gw.unpriced and len(gw.unpriced) < 10_000:
+            gw.unpriced.add(said)
+            log.warning("deployment %s (%s, model %s) has no prices: its requests count $0 against budgets and "
+                        "spend; give it input_cost_per_token / output_cost_per_token in its model_info",
+                        deployment.id, deployment.model_name[:100], deployment.upstream_model[:100])  # fmt: skip
     return cost
 
 

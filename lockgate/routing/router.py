@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from lockgate import pricing
 from lockgate.config import Settings
 from lockgate.deployment import Deployment
-from lockgate.errors import ModelNotFound
+from lockgate.errors import ModelNotFound, PermissionDenied
 from lockgate.providers import registry
 from lockgate.providers.base import Provider
 from lockgate.upstream import Timeouts
@@ -37,6 +38,8 @@ class Target:
     drop_params: bool
     prices: Mapping[str, Any] = field(default_factory=dict)
     """The catalog's prices for its model, overridden by its ``model_info`` (what pricing.py reads)."""
+    priced: bool = False
+    """It has an input or an output price: its requests have a cost."""
 
     @property
     def group(self) -> str:
@@ -57,9 +60,17 @@ def _target(deployment: Deployment, settings: Settings, catalog: Catalog | None 
     first_byte = deployment.stream_timeout or settings.stream_timeout or total
     timeouts = Timeouts(total=total, first_byte=first_byte, idle=total, connect=settings.connect_timeout)
     drop = deployment.options.get("drop_params", settings.drop_params)
+    prices = _prices(deployment, catalog)
+    return Target(deployment, provider, timeouts, bool(drop), prices, _priced(prices))
+
+
+def _prices(deployment: Deployment, catalog: Catalog | None) -> Mapping[str, Any]:
     listed = catalog.prices_for(deployment.provider, deployment.upstream_model) if catalog is not None else None
-    prices = {**listed, **deployment.model_info} if listed else deployment.model_info
-    return Target(deployment, provider, timeouts, bool(drop), prices)
+    return {**listed, **deployment.model_info} if listed else deployment.model_info
+
+
+def _priced(prices: Mapping[str, Any]) -> bool:
+    return pricing.rates_for(prices, 0) is not None
 
 
 class Router:
@@ -77,6 +88,9 @@ class Router:
     ) -> None:
         self._rng = rng or random.Random()  # noqa: S311 - load balancing, not security
         self._retries = settings.num_retries
+        self._catalog = catalog
+        self._refuse_unpriced = settings.unpriced == "refuse"
+        self._specialised: dict[tuple[str, str], Target] = {}  # (deployment id, wildcard part) -> target
         self._fallbacks = settings.fallbacks
         self._groups: dict[str, tuple[Target, ...]] = {}
         self.db_ids = frozenset(d.id for d in db_deployments)
@@ -140,10 +154,18 @@ class Router:
             param="model",
         )
 
-    @staticmethod
-    def _specialise(target: Target, part: str) -> Target:
-        upstream = target.deployment.upstream_model.replace("*", part)
-        return replace(target, deployment=replace(target.deployment, upstream_model=upstream))
+    def _specialise(self, target: Target, part: str) -> Target:
+        """A wildcard deployment for one requested model: that model upstream, at that model's prices."""
+        known = self._specialised.get((target.deployment.id, part))
+        if known is not None:
+            return known
+        deployment = replace(target.deployment, upstream_model=target.deployment.upstream_model.replace("*", part))
+        prices = _prices(deployment, self._catalog)
+        specialised = replace(target, deployment=deployment, prices=prices, priced=_priced(prices))
+        if len(self._specialised) >= 4096:  # names are chosen by clients: bounded
+            self._specialised.clear()
+        self._specialised[(target.deployment.id, part)] = specialised
+        return specialised
 
     def _order(self, targets: tuple[Target, ...]) -> list[Target]:
         if len(targets) == 1:
@@ -172,6 +194,18 @@ class Router:
                 if index == 0:
                     raise
                 continue
+            if self._refuse_unpriced:
+                targets = tuple(t for t in targets if t.priced)
+                if not targets:
+                    if index == 0:
+                        raise PermissionDenied(
+                            f"The model '{name[:200]}' has no price on this gateway, and lockgate.unpriced is "
+                            "'refuse'. An administrator can give it input_cost_per_token / output_cost_per_token "
+                            "in its model_info.",
+                            param="model",
+                            code="model_not_priced",
+                        )
+                    continue
             order = self._order(targets)
             for attempt in range(1 + retries):
                 yield order[attempt % len(order)]

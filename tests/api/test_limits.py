@@ -305,6 +305,19 @@ def test_a_deployment_without_prices_is_said_once() -> None:
         assert len({line.split("deployment ")[1].split()[0] for line in said}) == len(said)
 
 
+def test_unpriced_refuse_refuses_in_each_dialect_and_serves_the_priced() -> None:
+    with GatewayProcess(CONFIG + "lockgate:\n  unpriced: refuse\n") as gw:
+        said = [line for line in gw.logs().splitlines() if "has no prices" in line]
+        assert len(said) == 2 and all("not served" in line for line in said)  # at start, before any request
+        refused = chat(gw, MASTER_KEY, "pair")
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "model_not_priced"
+        body = {"model": "pair", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+        claude = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": MASTER_KEY}, json=body)
+        assert claude.status_code == 403 and claude.json()["error"]["type"] == "permission_error", claude.text
+        assert chat(gw, MASTER_KEY).status_code == 200  # the priced model
+
+
 def test_spend_is_priced_at_the_deployment_that_answered(fake_openai: FakeOpenAI) -> None:
     base = f"{fake_openai.url}/v1"
     config = f"""model_list:

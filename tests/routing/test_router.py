@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from lockgate.config import parse_settings
-from lockgate.errors import ModelNotFound
+from lockgate.errors import ModelNotFound, PermissionDenied
 from lockgate.routing.router import Router
 
 
@@ -16,8 +16,9 @@ def router(model_list: list[dict[str, object]], seed: int = 1, **settings: objec
     return Router(parse_settings({"model_list": model_list, "litellm_settings": settings}, {}), random.Random(seed))
 
 
-def dep(name: str, model: str, **params: object) -> dict[str, object]:
-    return {"model_name": name, "litellm_params": {"model": model, "api_base": "http://127.0.0.1:1/v1", **params}}
+def dep(name: str, model: str, model_info: dict[str, object] | None = None, **params: object) -> dict[str, object]:
+    entry = {"model_name": name, "litellm_params": {"model": model, "api_base": "http://127.0.0.1:1/v1", **params}}
+    return entry if model_info is None else {**entry, "model_info": model_info}
 
 
 def test_exact_group_and_unknown_model() -> None:
@@ -122,3 +123,46 @@ def test_targets_carry_catalog_prices_that_model_info_overrides() -> None:
     cheap = router.group("opus-cheap")[0].prices
     assert cheap["input_cost_per_token"] == 1e-06 and cheap["output_cost_per_token"] == 2.5e-05
     assert "input_cost_per_token" not in router.group("other")[0].prices
+
+
+def priced_router(model_list: list[dict[str, object]], unpriced: str = "warn") -> Router:
+    from lockgate.catalog import load_catalog
+
+    settings = parse_settings({"model_list": model_list, "lockgate": {"unpriced": unpriced}}, {})
+    return Router(settings, random.Random(1), catalog=load_catalog())
+
+
+def test_a_wildcard_deployment_is_priced_per_model_it_serves() -> None:
+    r = priced_router([dep("anthropic/*", "anthropic/*", api_key="sk-ant-test")])
+    sonnet, unknown = r.group("anthropic/claude-sonnet-5")[0], r.group("anthropic/no-such-model")[0]
+    assert sonnet.priced and sonnet.prices["input_cost_per_token"] > 0
+    assert not unknown.priced
+    assert r.group("anthropic/claude-sonnet-5")[0] is sonnet  # specialised once, then reused
+
+
+def test_model_info_prices_override_the_catalog_and_make_a_model_priced() -> None:
+    r = priced_router([dep("own", "openai/in-house", model_info={"input_cost_per_token": 1e-6})])
+    assert r.group("own")[0].priced
+
+
+def test_refuse_leaves_unpriced_deployments_out_and_refuses_a_model_with_none() -> None:
+    model_list = [
+        dep("g", "openai/in-house"),
+        dep("g", "openai/priced", model_info={"output_cost_per_token": 1e-6}),
+        dep("free", "openai/free"),
+        dep("h", "openai/other-free"),
+    ]
+    warned = priced_router(model_list)
+    assert {t.deployment.upstream_model for t in warned.plan("g", 3)} == {"in-house", "priced"}
+    refusing = priced_router(model_list, "refuse")
+    assert {t.deployment.upstream_model for t in refusing.plan("g", 3)} == {"priced"}
+    with pytest.raises(PermissionDenied) as refused:
+        list(refusing.plan("free"))
+    assert refused.value.code == "model_not_priced" and "lockgate.unpriced" in refused.value.message
+
+
+def test_unpriced_takes_warn_or_refuse() -> None:
+    from lockgate.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"lockgate\.unpriced"):
+        parse_settings({"model_list": [dep("a", "openai/x")], "lockgate": {"unpriced": "ignore"}}, {})
