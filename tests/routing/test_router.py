@@ -17,7 +17,10 @@ def router(model_list: list[dict[str, object]], seed: int = 1, **settings: objec
 
 
 def dep(name: str, model: str, model_info: dict[str, object] | None = None, **params: object) -> dict[str, object]:
-    entry = {"model_name": name, "litellm_params": {"model": model, "api_base": "http://127.0.0.1:1/v1", **params}}
+    entry: dict[str, object] = {
+        "model_name": name,
+        "litellm_params": {"model": model, "api_base": "http://127.0.0.1:1/v1", **params},
+    }
     return entry if model_info is None else {**entry, "model_info": model_info}
 
 
