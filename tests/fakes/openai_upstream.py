@@ -14,7 +14,9 @@ Routes (each with or without the ``/v1`` prefix):
 * Azure: ``POST /openai/deployments/{deployment}/chat/completions|embeddings?api-version=...`` with the
   ``api-key`` header; the deployment name plays the role of the model.
 
-Faults are selected by the request's model (or Azure deployment) name, see :data:`FAULTS`.
+Faults are selected by the request's model (or Azure deployment) name, see :data:`FAULTS`, or scripted per model
+name with :meth:`FakeOpenAI.script` (the next requests for that model meet the given faults in turn, then
+answer normally): ``fake.script("dep-a", "status-500", "status-500")``.
 Every request is recorded in ``FakeOpenAI.requests`` (a list of :class:`~tests.fakes.server.RecordedRequest`,
 also importable from here) before it is answered.
 """
@@ -54,11 +56,17 @@ FAULTS: tuple[str, ...] = (
     "fault-dropmidstream",  # 200 SSE with 2 chunks then abort (non-stream: half a JSON body, then abort)
     "fault-nousage",  # never report usage (no usage chunk even if asked; no usage key non-streamed)
     "fault-badjson",  # 200, content-type application/json, invalid body
+    "fault-retry-<s>",  # 429 with retry-after: <s>
+    "fault-firstbyte-<ms>",  # stream: headers at once, the first chunk after <ms>
+    "fault-stall-<ms>",  # stream: two chunks, then a gap of <ms>, then the rest
+    "fault-context",  # 400 context_length_exceeded
+    "fault-policy",  # 400 content_filter (Azure's content management policy)
 )
 
 _AZURE_PATH = re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/(?P<op>chat/completions|embeddings)$")
 _FAULT = re.compile(
-    r"^fault-(?:(?P<kind>status|slow|slowstream)-(?P<value>\d+)|(?P<bare>drop|dropmidstream|nousage|badjson))$"
+    r"^fault-(?:(?P<kind>status|slow|slowstream|retry|firstbyte|stall)-(?P<value>\d+)"
+    r"|(?P<bare>drop|dropmidstream|nousage|badjson|context|policy))$"
 )
 _WORD_PIECES = re.compile(r"(?<=\S)(?=\s)")
 _ARG_PIECES = re.compile(r"\w+|\s+|[^\w\s]+")
@@ -243,6 +251,19 @@ class FakeOpenAI(FakeServer):
     def __init__(self, *, api_key: str | None = DEFAULT_API_KEY) -> None:
         super().__init__()
         self.api_key = api_key
+        self._scripts: dict[str, list[str]] = {}
+
+    def script(self, model: str, *faults: str) -> None:
+        """The next ``len(faults)`` requests for ``model`` meet these faults (names of :data:`FAULTS` without
+        ``fault-``; ``ok`` for a normal answer), in order; later ones are answered normally."""
+        for fault in faults:
+            if fault != "ok" and parse_fault("fault-" + fault)[0] == "":
+                raise ValueError(f"unknown fault {fault!r}")
+        self._scripts[model] = list(faults)
+
+    def served(self, model: str) -> int:
+        """How many requests for ``model`` arrived."""
+        return sum(1 for r in self.requests if isinstance(r.json, dict) and r.json.get("model") == model)
 
     # -- request handling ------------------------------------------------------------------------------
 
@@ -309,12 +330,36 @@ class FakeOpenAI(FakeServer):
         stream = op == "chat/completions" and payload.get("stream") is True
 
         fault, value = parse_fault(model)
+        scripted = self._scripts.get(model)
+        if scripted:
+            step = scripted.pop(0)
+            fault, value = ("", 0) if step == "ok" else parse_fault("fault-" + step)
         if fault == "status":
             return _status_fault(value, model)
         if fault == "slow":
             await asyncio.sleep(value / 1000)
         elif fault == "drop":
             return self._abort(request)
+        elif fault == "retry":
+            return _error(429, "Rate limit reached (injected fault).", "requests", code="rate_limit_exceeded",
+                          headers={"retry-after": str(value)})  # fmt: skip
+        elif fault == "context":
+            return _error(
+                400,
+                "This model's maximum context length is 128000 tokens. However, your messages resulted in 200000 "
+                "tokens. Please reduce the length of the messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        elif fault == "policy":
+            return _error(
+                400,
+                "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. "
+                "Please modify your prompt and retry.",
+                None,
+                param="prompt",
+                code="content_filter",
+            )
         elif fault == "badjson":
             return web.Response(
                 status=200,
@@ -571,6 +616,8 @@ class FakeOpenAI(FakeServer):
                 await asyncio.sleep(0.05)  # let the two chunks leave before the connection is torn down
                 return self._abort(request)
             if fault == "slowstream" and i > 0:
+                await asyncio.sleep(value / 1000)
+            if (fault == "firstbyte" and i == 0) or (fault == "stall" and i == 2):
                 await asyncio.sleep(value / 1000)
             await resp.write(event)
         await resp.write_eof()

@@ -412,6 +412,44 @@ def test_fault_nousage_and_badjson(client: openai.OpenAI, fake: FakeOpenAI) -> N
         json.loads(body)
 
 
+def test_scripted_faults_then_normal_answers(client: openai.OpenAI, fake: FakeOpenAI) -> None:
+    fake.script("dep-a", "retry-7", "context", "policy", "ok", "status-503")
+    hi = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(model="dep-a", messages=hi)  # type: ignore[arg-type]
+    assert limited.value.response.headers["retry-after"] == "7"
+    with pytest.raises(openai.BadRequestError) as long:
+        client.chat.completions.create(model="dep-a", messages=hi)  # type: ignore[arg-type]
+    assert long.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as filtered:
+        client.chat.completions.create(model="dep-a", messages=hi)  # type: ignore[arg-type]
+    assert filtered.value.code == "content_filter"
+    assert client.chat.completions.create(model="dep-a", messages=hi).choices  # type: ignore[arg-type]
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="dep-a", messages=hi)  # type: ignore[arg-type]
+    assert client.chat.completions.create(model="dep-a", messages=hi).choices  # type: ignore[arg-type]
+    assert fake.served("dep-a") == 6
+    with pytest.raises(ValueError):
+        fake.script("dep-a", "nonsense")
+
+
+def test_fault_firstbyte_and_stall(client: openai.OpenAI) -> None:
+    hi: Any = [{"role": "user", "content": "one two three"}]
+    t0 = time.monotonic()
+    with client.chat.completions.with_streaming_response.create(
+        model="fault-firstbyte-300", messages=hi, stream=True
+    ) as r:
+        headers_at = time.monotonic() - t0
+        chunks = list(r.iter_lines())
+    assert headers_at < 0.25 and time.monotonic() - t0 >= 0.3 and chunks
+    t0 = time.monotonic()
+    stream = iter(client.chat.completions.create(model="fault-stall-300", messages=hi, stream=True))
+    next(stream), next(stream)
+    assert time.monotonic() - t0 < 0.25
+    rest = list(stream)
+    assert time.monotonic() - t0 >= 0.3 and rest
+
+
 def test_parse_fault() -> None:
     assert parse_fault("fault-status-429") == ("status", 429)
     assert parse_fault("fault-slowstream-5") == ("slowstream", 5)
