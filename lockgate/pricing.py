@@ -27,8 +27,9 @@ How it is priced, and where each rule comes from:
   OpenAI counts ``cached_tokens`` inside ``prompt_tokens``, bills them at its cached-input price and charges
   nothing extra for writing (https://platform.openai.com/docs/guides/prompt-caching), hence the input price for
   a write when no write price is given. LiteLLM prices a cache read or write with no price of its own at 0
-  (``litellm_core_utils/llm_cost_calc/utils.py``, ``_get_token_base_cost``); lockgate does not, so a missing
-  cache price can only over-count.
+  (``litellm_core_utils/llm_cost_calc/utils.py``, ``_get_token_base_cost``); lockgate does not: a missing read price
+  over-counts (reads at the input price), a missing write price under-counts where the provider charges a
+  premium for writes (Anthropic: 1.25x / 2x input), so catalog entries for such providers carry write prices.
 - Output at ``output_cost_per_token``; reasoning tokens, which are part of ``completion_tokens`` and billed as
   output (https://platform.openai.com/docs/guides/reasoning; Gemini's thinking tokens likewise,
   https://ai.google.dev/gemini-api/docs/pricing), at ``output_cost_per_reasoning_token`` when set, else the

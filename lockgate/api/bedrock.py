@@ -19,6 +19,7 @@ import orjson
 
 from lockgate.asgi import Request
 from lockgate.dialects.anthropic import messages_usage_to_chat
+from lockgate.dialects.converse import cache_creation
 from lockgate.errors import GatewayError, NotFound, upstream_error
 from lockgate.observe import RequestRecord
 from lockgate.providers.bedrock import Bedrock
@@ -89,6 +90,7 @@ def _converse_usage(usage: dict[str, Any]) -> dict[str, Any]:
             "output_tokens": usage.get("outputTokens"),
             "cache_read_input_tokens": usage.get("cacheReadInputTokens"),
             "cache_creation_input_tokens": usage.get("cacheWriteInputTokens"),
+            "cache_creation": cache_creation(usage),
         }
     )
 

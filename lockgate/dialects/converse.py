@@ -154,12 +154,29 @@ def messages_to_converse(body: dict[str, Any], beta: str | None = None) -> dict[
 
 def _usage(usage: dict[str, Any] | None) -> dict[str, Any]:
     usage = usage or {}
-    return {
+    out: dict[str, Any] = {
         "input_tokens": int(usage.get("inputTokens") or 0),
         "output_tokens": int(usage.get("outputTokens") or 0),
         "cache_read_input_tokens": int(usage.get("cacheReadInputTokens") or 0),
         "cache_creation_input_tokens": int(usage.get("cacheWriteInputTokens") or 0),
     }
+    creation = cache_creation(usage)
+    if creation is not None:
+        out["cache_creation"] = creation
+    return out
+
+
+def cache_creation(usage: dict[str, Any]) -> dict[str, int] | None:
+    """Converse's ``cacheDetails`` ([{inputTokens, ttl: 5m | 1h}], the writes by cache lifetime, priced
+    differently) as Anthropic's ``cache_creation``; None when the usage has none."""
+    details = usage.get("cacheDetails")
+    if not isinstance(details, list) or not details:
+        return None
+    by_ttl = {"5m": 0, "1h": 0}
+    for detail in details:
+        if isinstance(detail, dict) and detail.get("ttl") in by_ttl and isinstance(detail.get("inputTokens"), int):
+            by_ttl[detail["ttl"]] += max(0, detail["inputTokens"])
+    return {"ephemeral_5m_input_tokens": by_ttl["5m"], "ephemeral_1h_input_tokens": by_ttl["1h"]}
 
 
 def _from_block(block: dict[str, Any]) -> dict[str, Any] | None:

@@ -1,0 +1,423 @@
+"""The cost of one request, provider by provider and token kind by token kind, in dollars written out by hand.
+
+Each case is a usage block exactly as the provider sends it on the wire (wire-formats reference, sections 1.3, 2.3,
+4.4 and 5.3; the fakes in ``tests/fakes``). It goes through every path lockgate has for that provider's usage, the
+same functions the gateway calls, and then through ``pricing.cost_of`` with a price table written here, so that
+catalog updates leave these figures alone::
+
+    OpenAI, Azure OpenAI, an         body    the upstream's ``usage`` as is (pipeline._relay_body: no ``input_tokens``)
+    OpenAI-compatible server         stream  the final usage chunk, read by streaming.UsageTap
+    Anthropic                        body    dialects.anthropic.messages_usage_to_chat
+                                     stream  message_start + message_delta through MessagesUsageTap (Anthropic client)
+                                     openai  the same events through MessagesToChatStream, then UsageTap (OpenAI client)
+    Bedrock Converse                 body    dialects.converse.converse_to_message, then messages_usage_to_chat
+                                     stream  ConverseToMessagesStream's message_delta through MessagesUsageTap
+                                     native  /bedrock passthrough, api.bedrock._usage_of("converse", ...)
+                                     native-stream  its event-stream tap on the ``metadata`` frame
+    Bedrock InvokeModel (Anthropic)  body, stream  as Anthropic (the provider passes the body and events through)
+                                     native, native-stream  the /bedrock passthrough (``invoke``, ``chunk`` frames)
+    Gemini                           body    dialects.gemini.gemini_to_chat_response
+                                     stream  GeminiToChatStream, then UsageTap
+
+Token kinds: plain, cache read, cache write (5-minute, or the provider's only lifetime), cache write 1h, reasoning.
+A provider that has no such kind has no such case; each table says why. A case lockgate gets wrong is marked
+``xfail(strict=True)`` with the right figure, so fixing the bug turns it into a failure to be unmarked.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from lockgate.api.bedrock import _usage_of as bedrock_native_usage
+from lockgate.api.bedrock import _UsageTap as BedrockNativeTap
+from lockgate.catalog import load_catalog
+from lockgate.dialects.anthropic import messages_usage_to_chat
+from lockgate.dialects.anthropic_stream import MessagesToChatStream, MessagesUsageTap
+from lockgate.dialects.converse import ConverseToMessagesStream, converse_to_message
+from lockgate.dialects.gemini import GeminiToChatStream, gemini_to_chat_response
+from lockgate.pricing import cost_of
+from lockgate.streaming import UsageTap
+from tests.fakes.bedrock_upstream import encode_event
+
+Usage = dict[str, Any]
+
+# --- price tables (USD per token), fixed here -------------------------------------------------------------
+
+# OpenAI (and Azure, which bills OpenAI's models by the same token kinds): $2 input, $0.10 cached input,
+# $2.50 cache write, $10 output per MTok; reasoning is billed as output.
+OPENAI = {
+    "input_cost_per_token": 2e-06,
+    "cache_read_input_token_cost": 1e-07,
+    "cache_creation_input_token_cost": 2.5e-06,
+    "output_cost_per_token": 1e-05,
+}
+# Anthropic: $5 input, $6.25 5-minute write, $10 1-hour write, $0.50 cache read, $25 output per MTok.
+ANTHROPIC = {
+    "input_cost_per_token": 5e-06,
+    "cache_creation_input_token_cost": 6.25e-06,
+    "cache_creation_input_token_cost_above_1hr": 1e-05,
+    "cache_read_input_token_cost": 5e-07,
+    "output_cost_per_token": 2.5e-05,
+}
+# Bedrock (Converse and InvokeModel): $2 input, $2.50 5-minute write, $4 1-hour write, $0.10 read, $10 output.
+BEDROCK = {
+    "input_cost_per_token": 2e-06,
+    "cache_creation_input_token_cost": 2.5e-06,
+    "cache_creation_input_token_cost_above_1hr": 4e-06,
+    "cache_read_input_token_cost": 1e-07,
+    "output_cost_per_token": 1e-05,
+}
+# Gemini: $0.30 input, $0.03 cached, $2.50 output and a distinct $3.50 for thinking tokens per MTok, so the
+# thinking count is seen to reach the reasoning price.
+GEMINI = {
+    "input_cost_per_token": 3e-07,
+    "cache_read_input_token_cost": 3e-08,
+    "output_cost_per_token": 2.5e-06,
+    "output_cost_per_reasoning_token": 3.5e-06,
+}
+# A self-hosted OpenAI-compatible server (vLLM) priced by its operator: $0.10 input, $0.05 cached, $0.40 output.
+COMPAT = {
+    "input_cost_per_token": 1e-07,
+    "cache_read_input_token_cost": 5e-08,
+    "output_cost_per_token": 4e-07,
+}
+
+# --- the paths usage takes through lockgate ---------------------------------------------------------------
+
+
+def _sse(name: str, payload: Mapping[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + json.dumps({"type": name, **payload}).encode() + b"\n\n"
+
+
+def _chat_body(wire: Usage) -> Usage:
+    # pipeline._relay_body keeps an OpenAI-dialect upstream's usage as it came (it has no ``input_tokens``)
+    assert "input_tokens" not in wire
+    return wire
+
+
+def _chat_stream(wire: Usage) -> Usage:
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    text = {**chunk, "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}], "usage": None}
+    tap = UsageTap(strip_usage_chunk=False)
+    for event in (text, {**chunk, "choices": [], "usage": wire}):
+        tap.feed(b"data: " + json.dumps(event).encode() + b"\n\n")
+    tap.feed(b"data: [DONE]\n\n")
+    assert tap.usage is not None
+    return tap.usage
+
+
+def _anthropic_events(wire: Usage) -> list[tuple[str, dict[str, Any]]]:
+    """An Anthropic stream of a reply with this usage: message_start carries the input side (and one output
+    token), message_delta the cumulative counts at the end, as the API sends them."""
+    start = {k: v for k, v in wire.items() if k != "output_tokens_details"} | {"output_tokens": 1}
+    final = {k: v for k, v in wire.items() if k != "cache_creation"}
+    message: Usage = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": [],
+                      "stop_reason": None, "stop_sequence": None, "usage": start}  # fmt: skip
+    return [
+        ("message_start", {"message": message}),
+        ("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+        ("content_block_stop", {"index": 0}),
+        ("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": final}),
+        ("message_stop", {}),
+    ]
+
+
+def _messages_stream(wire: Usage) -> Usage:
+    tap = MessagesUsageTap()
+    for name, payload in _anthropic_events(wire):
+        tap.feed(_sse(name, payload))
+    assert tap.usage is not None
+    return messages_usage_to_chat(tap.usage)  # pipeline._usage_of
+
+
+def _messages_to_openai_client(wire: Usage) -> Usage:
+    converter, tap = MessagesToChatStream("m"), UsageTap(strip_usage_chunk=False)
+    for name, payload in _anthropic_events(wire):
+        tap.feed(converter.feed(_sse(name, payload)))
+    assert tap.usage is not None
+    return tap.usage
+
+
+def _converse_response(wire: Usage) -> dict[str, Any]:
+    message = {"role": "assistant", "content": [{"text": "Hi"}]}
+    return {"output": {"message": message}, "stopReason": "end_turn", "usage": wire, "metrics": {"latencyMs": 9}}
+
+
+def _converse_body(wire: Usage) -> Usage:
+    return messages_usage_to_chat(converse_to_message(_converse_response(wire), "m", "msg_1")["usage"])
+
+
+def _converse_stream(wire: Usage) -> Usage:
+    converter, tap = ConverseToMessagesStream("m", "msg_1"), MessagesUsageTap()
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("messageStart", {"role": "assistant"}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
+        ("contentBlockStop", {"contentBlockIndex": 0}),
+        ("messageStop", {"stopReason": "end_turn"}),
+        ("metadata", {"usage": wire}),
+    ]
+    for kind, payload in events:
+        tap.feed(converter.event(kind, payload))
+    assert tap.usage is not None
+    return messages_usage_to_chat(tap.usage)
+
+
+def _native(operation: str) -> Callable[[Usage], Usage]:
+    def usage(wire: Usage) -> Usage:
+        body = _converse_response(wire) if operation == "converse" else {"type": "message", "usage": wire}
+        found = bedrock_native_usage(operation, json.dumps(body).encode())
+        assert found is not None
+        return found
+
+    return usage
+
+
+def _converse_native_stream(wire: Usage) -> Usage:
+    tap = BedrockNativeTap("converse-stream")
+    tap.feed(encode_event("messageStop", {"stopReason": "end_turn"}))
+    tap.feed(encode_event("metadata", {"usage": wire, "metrics": {"latencyMs": 9}}))
+    assert tap.usage is not None
+    return tap.usage
+
+
+def _invoke_native_stream(wire: Usage) -> Usage:
+    tap = BedrockNativeTap("invoke-with-response-stream")
+    for name, payload in _anthropic_events(wire):
+        event = {"type": name, **payload}
+        if name == "message_stop":
+            event["amazon-bedrock-invocationMetrics"] = {"inputTokenCount": 1, "outputTokenCount": 1}
+        tap.feed(encode_event("chunk", {"bytes": base64.b64encode(json.dumps(event).encode()).decode()}))
+    assert tap.usage is not None
+    return tap.usage
+
+
+def _gemini_body(wire: Usage) -> Usage:
+    candidate = {"content": {"role": "model", "parts": [{"text": "Hi"}]}, "finishReason": "STOP", "index": 0}
+    data = {"candidates": [candidate], "usageMetadata": wire, "modelVersion": "m", "responseId": "r1"}
+    usage: Usage = gemini_to_chat_response(data, "m")["usage"]
+    return usage
+
+
+def _gemini_stream(wire: Usage) -> Usage:
+    converter, tap = GeminiToChatStream("m", None), UsageTap(strip_usage_chunk=False)
+    first = {"promptTokenCount": wire["promptTokenCount"], "totalTokenCount": wire["promptTokenCount"]}
+    chunks = [
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "H"}]}, "index": 0}], "usageMetadata": first},
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "i"}]}, "finishReason": "STOP", "index": 0}],
+         "usageMetadata": wire},
+    ]  # fmt: skip
+    for chunk in chunks:
+        tap.feed(converter.feed(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n"))
+    tap.feed(converter.flush())
+    assert tap.usage is not None
+    return tap.usage
+
+
+PATHS: dict[str, dict[str, Callable[[Usage], Usage]]] = {
+    "openai": {"body": _chat_body, "stream": _chat_stream},
+    "azure": {"body": _chat_body, "stream": _chat_stream},
+    "openai-compatible": {"body": _chat_body, "stream": _chat_stream},
+    "anthropic": {"body": messages_usage_to_chat, "stream": _messages_stream, "openai": _messages_to_openai_client},
+    "bedrock-converse": {"body": _converse_body, "stream": _converse_stream, "native": _native("converse"),
+                         "native-stream": _converse_native_stream},
+    "bedrock-invoke": {"body": messages_usage_to_chat, "stream": _messages_stream, "native": _native("invoke"),
+                       "native-stream": _invoke_native_stream},
+    "gemini": {"body": _gemini_body, "stream": _gemini_stream},
+}  # fmt: skip
+
+# --- the table --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    provider: str
+    kind: str
+    prices: Mapping[str, float]
+    wire: Usage
+    expected: float
+    bug: str | None = None
+    """Why lockgate gets this case wrong today (the case is then a strict xfail)."""
+
+
+def _openai(prompt: int, completion: int, cached: int = 0, written: int | None = None, reasoning: int = 0) -> Usage:
+    """Chat Completions usage: ``prompt_tokens`` includes the cached and written tokens, ``completion_tokens``
+    the reasoning ones (section 1.3)."""
+    details: Usage = {"cached_tokens": cached, "audio_tokens": 0}
+    if written is not None:
+        details["cache_write_tokens"] = written
+    completion_details = {"reasoning_tokens": reasoning, "audio_tokens": 0, "accepted_prediction_tokens": 0,
+                          "rejected_prediction_tokens": 0}  # fmt: skip
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": details, "completion_tokens_details": completion_details}  # fmt: skip
+
+
+def _anthropic(fresh: int, output: int, read: int = 0, m5: int = 0, h1: int = 0, thinking: int | None = None) -> Usage:
+    """Messages usage: ``input_tokens`` excludes the cache reads and writes; ``output_tokens`` includes thinking
+    (section 2.3)."""
+    usage: Usage = {"input_tokens": fresh, "cache_creation_input_tokens": m5 + h1, "cache_read_input_tokens": read,
+                    "output_tokens": output, "service_tier": "standard",
+                    "cache_creation": {"ephemeral_5m_input_tokens": m5, "ephemeral_1h_input_tokens": h1}}  # fmt: skip
+    if thinking is not None:
+        usage["output_tokens_details"] = {"thinking_tokens": thinking}
+    return usage
+
+
+def _converse(fresh: int, output: int, read: int = 0, written: int = 0, ttl: str = "5m") -> Usage:
+    """Converse TokenUsage: ``inputTokens`` excludes the cache (as the fake and the Anthropic body have it; the
+    reference marks it unverified), writes split by lifetime in ``cacheDetails`` (section 4.4)."""
+    usage: Usage = {"inputTokens": fresh, "outputTokens": output, "totalTokens": fresh + read + written + output,
+                    "cacheReadInputTokens": read, "cacheWriteInputTokens": written}  # fmt: skip
+    if written:
+        usage["cacheDetails"] = [{"ttl": ttl, "inputTokens": written}]
+    return usage
+
+
+def _gemini(prompt: int, candidates: int, cached: int = 0, thoughts: int = 0) -> Usage:
+    """usageMetadata: ``promptTokenCount`` includes the cached tokens, ``candidatesTokenCount`` excludes the
+    thoughts (section 5.3); zero counts are left out, as proto3 JSON does."""
+    usage: Usage = {"promptTokenCount": prompt, "candidatesTokenCount": candidates,
+                    "totalTokenCount": prompt + candidates + thoughts}  # fmt: skip
+    if cached:
+        usage["cachedContentTokenCount"] = cached
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    return usage
+
+
+CASES = [
+    # OpenAI. No 1-hour write: its usage does not split writes by lifetime (cache_write_tokens only).
+    # 1200 x $2 + 300 x $10 = 0.0024 + 0.003
+    Case("openai", "plain", OPENAI, _openai(1200, 300), 0.005_4),
+    # 2000 fresh x $2 + 8000 cached x $0.10 + 200 x $10 = 0.004 + 0.0008 + 0.002
+    Case("openai", "cache read", OPENAI, _openai(10_000, 200, cached=8000), 0.006_8),
+    # 1000 fresh x $2 + 4000 written x $2.50 + 100 x $10 = 0.002 + 0.01 + 0.001
+    Case("openai", "cache write", OPENAI, _openai(5000, 100, written=4000), 0.013),
+    # 1000 x $2 + (500 visible + 2500 reasoning) x $10 = 0.002 + 0.03
+    Case("openai", "reasoning", OPENAI, _openai(1000, 3000, reasoning=2500), 0.032),
+    # Azure OpenAI: OpenAI's wire format. No cache write kinds: Azure documents no cache-write count.
+    # 800 x $2 + 150 x $10 = 0.0016 + 0.0015
+    Case("azure", "plain", OPENAI, _openai(800, 150), 0.003_1),
+    # 1024 fresh x $2 + 3072 cached x $0.10 + 50 x $10 = 0.002048 + 0.0003072 + 0.0005
+    Case("azure", "cache read", OPENAI, _openai(4096, 50, cached=3072), 0.002_855_2),
+    # 2000 x $2 + (200 visible + 1000 reasoning) x $10 = 0.004 + 0.012
+    Case("azure", "reasoning", OPENAI, _openai(2000, 1200, reasoning=1000), 0.016),
+    # Anthropic: every kind.
+    # 1000 x $5 + 500 x $25 = 0.005 + 0.0125
+    Case("anthropic", "plain", ANTHROPIC, _anthropic(1000, 500), 0.017_5),
+    # 200 x $5 + 10000 read x $0.50 + 300 x $25 = 0.001 + 0.005 + 0.0075
+    Case("anthropic", "cache read", ANTHROPIC, _anthropic(200, 300, read=10_000), 0.013_5),
+    # 200 x $5 + 4000 written (5m) x $6.25 + 100 x $25 = 0.001 + 0.025 + 0.0025
+    Case("anthropic", "cache write 5m", ANTHROPIC, _anthropic(200, 100, m5=4000), 0.028_5),
+    # 200 x $5 + 4000 written (1h) x $10 + 100 x $25 = 0.001 + 0.04 + 0.0025
+    Case("anthropic", "cache write 1h", ANTHROPIC, _anthropic(200, 100, h1=4000), 0.043_5),
+    # 1000 x $5 + 2000 output (1500 of it thinking) x $25 = 0.005 + 0.05
+    Case("anthropic", "reasoning", ANTHROPIC, _anthropic(1000, 2000, thinking=1500), 0.055),
+    # Bedrock Converse. Reasoning has no count of its own: it is inside outputTokens.
+    # 1000 x $2 + 500 x $10 = 0.002 + 0.005
+    Case("bedrock-converse", "plain", BEDROCK, _converse(1000, 500), 0.007),
+    # 300 x $2 + 20000 read x $0.10 + 400 x $10 = 0.0006 + 0.002 + 0.004
+    Case("bedrock-converse", "cache read", BEDROCK, _converse(300, 400, read=20_000), 0.006_6),
+    # 300 x $2 + 8000 written (5m) x $2.50 + 100 x $10 = 0.0006 + 0.02 + 0.001
+    Case("bedrock-converse", "cache write 5m", BEDROCK, _converse(300, 100, written=8000), 0.021_6),
+    # 300 x $2 + 8000 written (1h) x $4 + 100 x $10 = 0.0006 + 0.032 + 0.001
+    Case("bedrock-converse", "cache write 1h", BEDROCK, _converse(300, 100, written=8000, ttl="1h"), 0.033_6),
+    # 1000 x $2 + 3000 output (reasoning included) x $10 = 0.002 + 0.03
+    Case("bedrock-converse", "reasoning", BEDROCK, _converse(1000, 3000), 0.032),
+    # Bedrock InvokeModel with Anthropic's body: Anthropic's usage. Thinking inside output_tokens, no details.
+    Case("bedrock-invoke", "plain", BEDROCK, _anthropic(1000, 500), 0.007),  # 0.002 + 0.005
+    Case("bedrock-invoke", "cache read", BEDROCK, _anthropic(300, 400, read=20_000), 0.006_6),  # as Converse
+    Case("bedrock-invoke", "cache write 5m", BEDROCK, _anthropic(300, 100, m5=8000), 0.021_6),  # as Converse
+    Case("bedrock-invoke", "cache write 1h", BEDROCK, _anthropic(300, 100, h1=8000), 0.033_6),  # as Converse
+    Case("bedrock-invoke", "reasoning", BEDROCK, _anthropic(1000, 3000), 0.032),  # as Converse
+    # Gemini. No cache writes: context caching bills storage by the hour, implicit caching nothing for writing.
+    # 2000 x $0.30 + 400 x $2.50 = 0.0006 + 0.001
+    Case("gemini", "plain", GEMINI, _gemini(2000, 400), 0.001_6),
+    # 10000 fresh x $0.30 + 40000 cached x $0.03 + 500 x $2.50 = 0.003 + 0.0012 + 0.00125
+    Case("gemini", "cache read", GEMINI, _gemini(50_000, 500, cached=40_000), 0.005_45),
+    # 2000 x $0.30 + 400 x $2.50 + 1600 thoughts x $3.50 = 0.0006 + 0.001 + 0.0056
+    Case("gemini", "reasoning", GEMINI, _gemini(2000, 400, thoughts=1600), 0.007_2),
+    # An OpenAI-compatible server (vLLM): prefix-cache hits in cached_tokens; no cache writes; reasoning counted
+    # inside completion_tokens with no breakdown.
+    # 3000 x $0.10 + 700 x $0.40 = 0.0003 + 0.00028
+    Case("openai-compatible", "plain", COMPAT, _openai(3000, 700), 0.000_58),
+    # 952 fresh x $0.10 + 2048 cached x $0.05 + 700 x $0.40 = 0.0000952 + 0.0001024 + 0.00028
+    Case("openai-compatible", "cache read", COMPAT, _openai(3000, 700, cached=2048), 0.000_477_6),
+    # 3000 x $0.10 + 2000 (reasoning included) x $0.40 = 0.0003 + 0.0008
+    Case("openai-compatible", "reasoning", COMPAT, _openai(3000, 2000), 0.001_1),
+]
+
+
+def _params() -> list[Any]:
+    out = []
+    for case in CASES:
+        marks = [pytest.mark.xfail(strict=True, reason=case.bug)] if case.bug else []
+        for path in PATHS[case.provider]:
+            out.append(pytest.param(case, path, id=f"{case.provider}:{case.kind}:{path}", marks=marks))
+    return out
+
+
+@pytest.mark.parametrize(("case", "path"), _params())
+def test_cost_by_provider_and_token_kind(case: Case, path: str) -> None:
+    usage = PATHS[case.provider][path](case.wire)
+    assert cost_of(case.prices, usage) == pytest.approx(case.expected, rel=1e-12, abs=0)
+
+
+def test_the_table_covers_every_provider_and_kind() -> None:
+    kinds: dict[str, set[str]] = {}
+    for case in CASES:
+        kinds.setdefault(case.provider, set()).add(case.kind)
+    assert set(kinds) == set(PATHS)
+    every = {"plain", "cache read", "cache write 5m", "cache write 1h", "reasoning"}
+    assert kinds["anthropic"] == kinds["bedrock-invoke"] == kinds["bedrock-converse"] == every
+    assert kinds["openai"] == {"plain", "cache read", "cache write", "reasoning"}
+    for provider in ("azure", "gemini", "openai-compatible"):
+        assert kinds[provider] == {"plain", "cache read", "reasoning"}, provider
+
+
+# --- the shipped catalog's prices are in the order every provider bills them ------------------------------
+
+_CACHE = ("cache_read_input_token_cost", "cache_creation_input_token_cost", "cache_creation_input_token_cost_above_1hr")
+
+
+def _tier(entry: Mapping[str, Any], base: str, tier: str) -> float | None:
+    """``base`` at a long-prompt tier (``""`` for the base price), falling back to the base price as pricing.py
+    does; None when the entry has neither."""
+    value = entry.get(base + tier, entry.get(base))
+    return None if value is None else float(value)
+
+
+def test_catalog_prices_are_sourced_and_ordered() -> None:
+    """Every entry: prices >= 0, a source and a checked date. Where cache prices are given: a read costs less
+    than fresh input, and fresh input less than a write, and a 5-minute write no more than a 1-hour one (no
+    exceptions today); each long-prompt tier keeps that order and costs no less than the base price."""
+    catalog = load_catalog()
+    for name, entry in catalog.models.items():
+        assert str(entry["source"]).startswith("https://"), name
+        assert len(str(entry["checked"])) == 10, name
+        prices = {k: v for k, v in entry.items() if k not in ("source", "checked", "max_input_tokens",
+                                                               "max_output_tokens")}  # fmt: skip
+        assert all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in prices.values()), name
+        tiers = {""} | {k[k.index("_above_") :] for k in prices if k.endswith("_tokens")}
+        for tier in sorted(tiers):
+            read = _tier(entry, _CACHE[0], tier)
+            fresh = _tier(entry, "input_cost_per_token", tier)
+            write = _tier(entry, _CACHE[1], tier)
+            write_1h = _tier(entry, _CACHE[2], tier)
+            assert fresh is not None, name
+            if read is not None:
+                assert read < fresh, (name, tier)
+            if write is not None:
+                assert fresh < write, (name, tier)
+            if write is not None and write_1h is not None:
+                assert write <= write_1h, (name, tier)
+        for key, value in prices.items():
+            if "_above_" in key and key.endswith("_tokens"):
+                assert value >= prices[key[: key.index("_above_")]], (name, key)
