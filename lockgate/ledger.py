@@ -235,8 +235,9 @@ class SpendLedger:
             _, running = await asyncio.wait({self._task}, timeout=self._close_timeout)
             for task in running:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                # not awaited outright: a pass stuck on a database that does not answer ends only when asyncpg has
+                # cancelled its query, which it waits for without a bound
+                await asyncio.wait({task}, timeout=self._close_timeout)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._close_timeout), self._lock:
                 self._spool_unspooled()  # rows only memory held: into the spool, in case the database is down
@@ -585,10 +586,15 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def ledger_values(record: RequestRecord, principal: Principal | None) -> SpendLogValues | SpendLogRow:
+def ledger_values(
+    record: RequestRecord, principal: Principal | None, content: tuple[Any, Any] | None = None
+) -> SpendLogValues | SpendLogRow:
     """:func:`ledger_row`'s row, built straight into the values the INSERT takes (no :class:`SpendLogRow` made) when
-    every field is of the common, valid kinds; otherwise the row itself, for :meth:`SpendLedger.record` to check
-    and repair."""
+    every field is of the common, valid kinds and there is no ``content`` (the prompt and answer, when they are
+    stored: :mod:`lockgate.prompts`); otherwise the row itself, for :meth:`SpendLedger.record` to check and
+    repair."""
+    if content is not None:
+        return ledger_row(record, principal, content)
     usage = record.usage or {}
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}
@@ -634,9 +640,13 @@ def ledger_values(record: RequestRecord, principal: Principal | None) -> SpendLo
     return values if values is not None else ledger_row(record, principal)
 
 
-def ledger_row(record: RequestRecord, principal: Principal | None) -> SpendLogRow:
+def ledger_row(
+    record: RequestRecord, principal: Principal | None, content: tuple[Any, Any] | None = None
+) -> SpendLogRow:
     """A finished request's row: who (the key's hash and alias, its user, team, organisation; the end user),
-    what (model, group, deployment, provider), what it used and cost, how it ended."""
+    what (model, group, deployment, provider), what it used and cost, how it ended; and ``content``, the
+    (messages, response) to store, if any."""
+    messages, response = content if content is not None else (None, None)
     usage = record.usage or {}
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}
@@ -675,4 +685,6 @@ def ledger_row(record: RequestRecord, principal: Principal | None) -> SpendLogRo
         client_disconnected=record.client_disconnected,
         route=record.route,
         metadata={"session_id": record.session_id} if record.session_id else {},
+        messages=messages,
+        response=response,
     )

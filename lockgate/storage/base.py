@@ -528,6 +528,11 @@ class LedgerStore(Protocol):
     async def delete_spend_logs_before(self, before: datetime) -> int:
         """Delete the rows that started before ``before`` (retention); how many."""
 
+    async def clear_spend_log_content(self, before: datetime, *, after: datetime | None = None) -> int:
+        """Set ``messages`` and ``response`` to NULL in the rows that started before ``before`` (and, if given,
+        at or after ``after``) and hold either (prompt retention); how many. Idempotent: a second call finds
+        nothing left to clear."""
+
 
 class Store(KeyStore, DirectoryStore, EndUserStore, ModelStore, SpendStore, LedgerStore, Protocol):
     """Everything lockgate keeps in its database."""

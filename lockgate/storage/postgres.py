@@ -8,6 +8,7 @@ query parameters to the server as settings.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
@@ -261,6 +262,9 @@ _SPEND_REPORT = """SELECT {group} AS grp, COUNT(*), COALESCE(SUM(prompt_tokens),
     COALESCE(SUM(completion_tokens), 0)::int8, COALESCE(SUM(total_tokens), 0)::int8, COALESCE(SUM(cost), 0)::float8
 FROM spend_logs WHERE {where} GROUP BY {group} ORDER BY {order}"""
 _DELETE_SPEND_LOGS_BEFORE = "DELETE FROM spend_logs WHERE started_at < $1"
+_CLEAR_CONTENT = """UPDATE spend_logs SET messages = NULL, response = NULL
+WHERE started_at < $1 AND ($2::timestamptz IS NULL OR started_at >= $2)
+AND (messages IS NOT NULL OR response IS NOT NULL)"""
 
 
 def _spend_where(filters: dict[str, object]) -> tuple[str, list[object]]:
@@ -317,6 +321,11 @@ _SCHEMA_VERSION = "SELECT COALESCE(MAX(version), 0) FROM lockgate_schema"
 _RECORD_VERSION = "INSERT INTO lockgate_schema (version, applied_at) VALUES ($1, now())"
 
 _POOL_MIN, _POOL_MAX, _CONNECT_TIMEOUT = 1, 10, 10.0
+# Seconds a point read (a key, team, user, organisation, end user; a budget window's spend: what a request may
+# wait for) waits for an answer. asyncpg bounds no query by default: a database that stops answering without
+# closing the connection (a network partition) would otherwise hold the request until it answers again.
+_READ_TIMEOUT = 5.0
+_CLOSE_TIMEOUT = 5.0  # seconds close() waits for connections in use before it drops them
 
 
 def _to_row(key: KeyRecord) -> tuple[Any, ...]:
@@ -447,7 +456,10 @@ class PostgresStore:
         return cls(pool)
 
     async def close(self) -> None:
-        await self._pool.close()
+        try:
+            await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT)
+        except TimeoutError:  # a connection waits on a database that does not answer (asyncpg would wait forever)
+            self._pool.terminate()
 
     async def insert_key(self, key: KeyRecord) -> None:
         check_record(key)
@@ -459,7 +471,8 @@ class PostgresStore:
             raise _conflict(exc) from None
 
     async def get_key(self, token_hash: str) -> KeyRecord | None:
-        row = await self._pool.fetchrow(_SELECT_ONE, token_hash)
+        async with asyncio.timeout(_READ_TIMEOUT):
+            row = await self._pool.fetchrow(_SELECT_ONE, token_hash)
         return None if row is None else _from_row(row)
 
     async def update_key(self, token_hash: str, /, **changes: Any) -> KeyRecord | None:
@@ -511,7 +524,8 @@ class PostgresStore:
 
     async def _fetch_one(self, cls: type[_Directory], sql: str, record_id: str) -> _Directory | None:
         check_id(_ID_FIELDS[cls], record_id)
-        row = await self._pool.fetchrow(sql, record_id)
+        async with asyncio.timeout(_READ_TIMEOUT):
+            row = await self._pool.fetchrow(sql, record_id)
         return None if row is None else _directory_record(cls, row)
 
     async def _update(
@@ -791,7 +805,8 @@ class PostgresStore:
 
     async def window_spend(self, scope: str, window_id: str) -> float:
         check_window(scope, window_id)
-        spent = await self._pool.fetchval(_WINDOW_SPEND, scope, window_id)
+        async with asyncio.timeout(_READ_TIMEOUT):
+            spent = await self._pool.fetchval(_WINDOW_SPEND, scope, window_id)
         return 0.0 if spent is None else float(spent)
 
     async def delete_spend_before(self, updated_before: datetime) -> int:
@@ -864,4 +879,12 @@ class PostgresStore:
         check_time("before", before)
         async with self._pool.acquire() as conn, conn.transaction():
             status: str = await conn.execute(_DELETE_SPEND_LOGS_BEFORE, before)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def clear_spend_log_content(self, before: datetime, *, after: datetime | None = None) -> int:
+        check_time("before", before)
+        if after is not None:
+            check_time("after", after)
+        async with self._pool.acquire() as conn, conn.transaction():
+            status: str = await conn.execute(_CLEAR_CONTENT, before, after)
         return int(status.rsplit(" ", 1)[-1])

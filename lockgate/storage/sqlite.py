@@ -220,6 +220,8 @@ _SPEND_REPORT = """SELECT {group} AS grp, COUNT(*), COALESCE(SUM(prompt_tokens),
     COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(total_tokens), 0), COALESCE(SUM(cost), 0.0)
 FROM spend_logs WHERE {where} GROUP BY {group} ORDER BY {order}"""
 _DELETE_SPEND_LOGS_BEFORE = "DELETE FROM spend_logs WHERE started_at < ?"
+_CLEAR_CONTENT = """UPDATE spend_logs SET messages = NULL, response = NULL
+WHERE started_at < :before AND started_at >= :after AND (messages IS NOT NULL OR response IS NOT NULL)"""
 _SPEND_BOOLS = frozenset({"cost_estimated", "stream", "client_disconnected"})
 
 
@@ -261,7 +263,11 @@ _HAS_SCHEMA_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name =
 _SCHEMA_VERSION = "SELECT COALESCE(MAX(version), 0) FROM lockgate_schema"
 _RECORD_VERSION = "INSERT INTO lockgate_schema (version, applied_at) VALUES (?, ?)"
 # busy_timeout first: switching a new file to WAL takes a lock another process (a sibling worker) may hold.
-_PRAGMAS = ("PRAGMA busy_timeout = 5000", "PRAGMA journal_mode = WAL", "PRAGMA foreign_keys = ON")
+# secure_delete: what is deleted or cleared (prompts past their retention, deleted keys) is overwritten, not
+# left in free pages of the file.
+_PRAGMAS = (
+    "PRAGMA busy_timeout = 5000", "PRAGMA journal_mode = WAL", "PRAGMA foreign_keys = ON", "PRAGMA secure_delete = ON",
+)  # fmt: skip
 
 _PREPARE_CHUNK = 64  # ledger rows checked and converted between two turns of the event loop
 _INSERT_CHUNK = 64  # ledger rows one executemany() inserts (the event loop runs in between; one transaction)
@@ -857,4 +863,26 @@ class SqliteStore:
         check_time("before", before)
         async with self._transaction() as conn:
             cursor = await conn.execute(_DELETE_SPEND_LOGS_BEFORE, (_time(before),))
-            return max(cursor.rowcount, 0)
+            deleted = max(cursor.rowcount, 0)
+        if deleted:
+            await self._checkpoint()
+        return deleted
+
+    async def clear_spend_log_content(self, before: datetime, *, after: datetime | None = None) -> int:
+        check_time("before", before)
+        if after is not None:
+            check_time("after", after)
+        # fixed-width UTC text compares as time does; "" is before every time
+        params = {"before": _time(before), "after": _time(after) if after is not None else ""}
+        async with self._transaction() as conn:
+            cursor = await conn.execute(_CLEAR_CONTENT, params)
+            cleared = max(cursor.rowcount, 0)
+        if cleared:
+            await self._checkpoint()
+        return cleared
+
+    async def _checkpoint(self) -> None:
+        """Copy the write-ahead log into the file and empty it, so the old page images (the prompts just
+        cleared) do not stay in it."""
+        async with self._lock:
+            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -297,6 +297,32 @@ def test_delete_spend_logs_before(store: Store, run: Run[Any]) -> None:
     assert run(store.insert_spend_logs([make_row(1)])) == 1
 
 
+def test_clear_spend_log_content(store: Store, run: Run[Any], backend: Backend) -> None:
+    canary = "prompt-canary-7f3a9c"
+    content = {"messages": [{"role": "user", "content": canary * 200}], "response": {"content": canary}}
+    rows = [make_row(n, cost=0.5, **(content if n % 2 == 0 else {})) for n in range(10)]
+    rows.append(make_row(10, messages=[canary]))  # a prompt without an answer
+    run(store.insert_spend_logs(rows))
+    before = T0 + timedelta(seconds=6)
+    assert run(store.clear_spend_log_content(before)) == 3  # req-0000, -0002, -0004: strictly before, with content
+    assert run(store.clear_spend_log_content(before)) == 0  # idempotent: nothing is left to clear
+    by_id = {r.request_id: r for r in run(store.list_spend_logs())}
+    assert len(by_id) == 11  # no row is deleted
+    for n in range(10):
+        row = by_id[f"req-{n:04d}"]
+        assert (row.messages is None) == (row.response is None) == (n < 6 or n % 2 == 1), n
+        assert row.cost == 0.5 and row.started_at == T0 + timedelta(seconds=n)  # the rest of the row stays
+    assert by_id["req-0006"].messages == content["messages"] and by_id["req-0010"].messages == [canary]
+    # a window: only rows at or after ``after``
+    later = T0 + timedelta(seconds=20)
+    assert run(store.clear_spend_log_content(later, after=T0 + timedelta(seconds=8))) == 2  # req-0008, req-0010
+    assert run(store.list_spend_logs(request_id="req-0006"))[0].messages == content["messages"]
+    assert run(store.clear_spend_log_content(later.astimezone(PLUS_FIVE))) == 1  # req-0006
+    assert all(r.messages is None and r.response is None for r in run(store.list_spend_logs()))
+    if backend.name == "sqlite":  # secure_delete and a checkpoint: the cleared text is gone from the files too
+        assert canary.encode() not in run(backend.dump())
+
+
 # --- refusals ----------------------------------------------------------------------------------------
 
 BAD_ROWS: list[dict[str, Any]] = [
@@ -358,6 +384,9 @@ def test_invalid_arguments(store: Store, run: Run[Any]) -> None:
         lambda: store.spend_report(start=START, end=END, group_by="team", team_id=""),
         lambda: store.delete_spend_logs_before(naive),
         lambda: store.delete_spend_logs_before("2026-03-01"),  # type: ignore[arg-type]
+        lambda: store.clear_spend_log_content(naive),
+        lambda: store.clear_spend_log_content(END, after=naive),
+        lambda: store.clear_spend_log_content("2026-03-01"),  # type: ignore[arg-type]
     ):
         with pytest.raises(ValueError):
             run(call())
