@@ -24,9 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from lockgate import prompts
 from lockgate.api import anthropic, bedrock, customers, directory, health, keys, models, openai, spend
 from lockgate.asgi import Receive, Request, Scope, Send
-from lockgate.auth import Authenticator, Permission, RouteKind
+from lockgate.auth import Authenticator, Permission, Principal, RouteKind
 from lockgate.catalog import load_catalog
 from lockgate.config import Settings
 from lockgate.dbmodels import DbModels
@@ -45,6 +46,10 @@ from lockgate.ledger import SpendLedger, ledger_values
 from lockgate.limits.base import Limiter, Window
 from lockgate.limits.local import LocalLimiter
 from lockgate.observe import RequestRecord, Sink
+from lockgate.redact import Redactor
+from lockgate.retention import Retention
+from lockgate.routing.health import Health, HealthPolicy
+from lockgate.routing.plan import RetryBudget
 from lockgate.routing.router import Router
 from lockgate.storage.base import Store, open_store
 from lockgate.upstream import HttpClient
@@ -133,7 +138,20 @@ class Gateway:
         # the prices shipped with lockgate (and lockgate.price_file's); a deployment's model_info overrides them
         self.catalog = load_catalog(Path(settings.price_file) if settings.price_file else None)
         self.router = Router(settings, catalog=self.catalog)
+        resilience = settings.resilience
+        self.health = Health(HealthPolicy(
+            allowed_fails=resilience.allowed_fails, cooldown_time=resilience.cooldown_time,
+            fails_by_kind=resilience.allowed_fails_policy, disable_cooldowns=resilience.disable_cooldowns,
+            degrade_factor=resilience.degrade_factor, slo_ttft=resilience.slo_ttft,
+        ))  # fmt: skip
+        """How each deployment is doing (cooldowns, slowness): orders every request's attempts."""
+        self.retry_budget = RetryBudget(ratio=resilience.retry_budget)
+        self.health_checks: health.HealthChecks | None = None
+        if settings.background_health_checks:
+            self.health_checks = health.HealthChecks(self, settings.health_check_interval)
         self.unpriced: set[str] = set()  # deployments already reported as having no prices
+        self._redactor: tuple[Router, Redactor] | None = None
+        self._retention: Retention | None = None
         self._report_unpriced(self.router)
         self.auth = Authenticator(settings.master_key, cache_ttl=settings.key_cache_ttl)
         self.routes = _routes()
@@ -191,6 +209,11 @@ class Gateway:
             spool = Path(self.settings.sqlite_path).parent / "lockgate-spool"
             self._ledger = SpendLedger(self.store, spool)
             await self._ledger.start()
+        if self._retention is None:
+            self._retention = Retention.from_settings(self.store, self.settings)
+            self._retention.start()
+        if self.health_checks is not None:
+            self.health_checks.start()
         if self._models_task is None:  # instances without Redis converge within this period
             reload = self.db_models.keep_fresh(self.reload_models, self.settings.key_cache_ttl)
             self._models_task = asyncio.get_running_loop().create_task(reload)
@@ -242,6 +265,8 @@ class Gateway:
         return self._governor
 
     async def shutdown(self) -> None:
+        if self.health_checks is not None:
+            await self.health_checks.close()
         self.draining = True
         if self._models_task is not None:
             self._models_task.cancel()
@@ -257,6 +282,9 @@ class Gateway:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        if self._retention is not None:
+            await self._retention.close()
+            self._retention = None
         if self._ledger is not None:  # after the drain: every answered request has its row
             await self._ledger.close()
             self._ledger = None
@@ -305,11 +333,24 @@ class Gateway:
         if self.invalidation is not None:
             await self.invalidation.publish(token_hash)
 
+    def stores_prompts(self, principal: Principal | None) -> bool:
+        """Whether a request by ``principal`` has its prompt and answer kept in the ledger (lockgate.prompts)."""
+        return self._ledger is not None and prompts.wanted(self.settings.store_prompts_in_spend_logs, principal)
+
+    @property
+    def redactor(self) -> Redactor:
+        """What stored prompts are redacted with: the rules, and the secrets of the settings and deployments."""
+        if self._redactor is None or self._redactor[0] is not self.router:
+            self._redactor = (self.router, prompts.redactor(self.settings, self.router))
+        return self._redactor[1]
+
     def emit(self, record: RequestRecord, req: Request) -> None:
-        """A request is done: its row in the spend ledger, then the record to the sinks."""
+        """A request is done: its row in the spend ledger (with its prompt and answer, redacted, when they are
+        stored), then the record to the sinks."""
         record.latency_ms = (time.perf_counter() - req.started) * 1000
         if self._ledger is not None:
-            self._ledger.record(ledger_values(record, req.principal))
+            content = req.capture.stored(self.redactor, record.status) if req.capture is not None else None
+            self._ledger.record(ledger_values(record, req.principal, content))
         for sink in self.sinks:
             try:
                 sink.emit(record)

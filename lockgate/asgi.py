@@ -9,10 +9,14 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from lockgate.auth import Principal
 from lockgate.errors import PayloadTooLarge, RequestTimeout
+
+if TYPE_CHECKING:
+    from lockgate.prompts import PromptCapture
 
 __all__ = ["ASGIApp", "Message", "Receive", "Request", "Scope", "Send"]
 
@@ -30,7 +34,7 @@ class Request:
     """One client request: raw ASGI parts plus what the gateway works out about it."""
 
     __slots__ = (
-        "headers", "method", "path", "principal", "receive", "request_id", "response_headers", "scope",
+        "capture", "headers", "method", "path", "principal", "receive", "request_id", "response_headers", "scope",
         "send", "started",
     )  # fmt: skip
 
@@ -45,6 +49,29 @@ class Request:
         self.principal: Principal | None = None
         self.started = time.perf_counter()
         self.response_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode())]
+        self.capture: PromptCapture | None = None
+        """The prompt and answer, when the spend ledger stores them for this request (:mod:`lockgate.prompts`)."""
+
+    def cancel_on_disconnect(self) -> bool:
+        """Have this task cancelled if the client disconnects before the response is complete (served by
+        :class:`lockgate.corking.CorkedHttpToolsProtocol`, lockgate's HTTP/1.1 protocol); False when the server
+        cannot (another ASGI server): then the request runs to its end."""
+        cycle = getattr(self.receive, "__self__", None)
+        if cycle is None or not hasattr(cycle, "disconnected"):
+            return False
+        cycle.lockgate_task = asyncio.current_task()
+        return True
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query string's parameters, the first value of each."""
+        raw = self.scope.get("query_string", b"").decode("latin-1")
+        return {k: v[0] for k, v in parse_qs(raw).items()} if raw else {}
+
+    @property
+    def disconnected(self) -> bool:
+        """The client has gone (as far as the server knows)."""
+        return bool(getattr(getattr(self.receive, "__self__", None), "disconnected", False))
 
     async def body(self, limit: int) -> bytes:
         """The whole body, refused with 413 past ``limit`` bytes and 408 when it arrives too slowly."""

@@ -46,6 +46,7 @@ from lockgate.configkeys import (
 from lockgate.deployment import Deployment, deployment_id
 from lockgate.providers import registry
 from lockgate.providers.base import COMMON_CONFIG_PARAMS
+from lockgate.retention import DEFAULT_INTERVAL, DEFAULT_PROMPT_RETENTION, parse_period
 from lockgate.secret import Secret
 from lockgate.urls import Allowlist
 
@@ -99,6 +100,54 @@ class ConfigError(Exception):
         super().__init__("\n".join(lines))
 
 
+# LiteLLM's retry_policy / allowed_fails_policy names -> the failure kinds of lockgate.routing.health they cover
+RETRY_POLICY_NAMES: dict[str, tuple[str, ...]] = {
+    "AuthenticationErrorRetries": ("auth",),
+    "TimeoutErrorRetries": ("timeout", "connection"),
+    "RateLimitErrorRetries": ("rate_limit",),
+    "ContentPolicyViolationErrorRetries": ("content_policy",),
+    "InternalServerErrorRetries": ("server",),
+    "BadRequestErrorRetries": ("bad_request",),
+    "NotFoundErrorRetries": ("not_found",),
+}
+FAILS_POLICY_NAMES: dict[str, tuple[str, ...]] = {
+    name.replace("Retries", "AllowedFails"): kinds for name, kinds in RETRY_POLICY_NAMES.items()
+}
+
+
+@dataclass(frozen=True)
+class Resilience:
+    """Retries, fallbacks, cooldowns and slowness (router_settings, litellm_settings and lockgate keys)."""
+
+    retry_policy: dict[str, int] = field(default_factory=dict)
+    """``retry_policy``: retries per failure kind (auth, timeout, connection, rate_limit, content_policy, server,
+    bad_request, not_found), overriding num_retries for that kind."""
+    group_retry_policy: dict[str, dict[str, int]] = field(default_factory=dict)
+    """``model_group_retry_policy``: model group -> its own retry_policy."""
+    retry_after: float = 0.0
+    """``retry_after``: seconds at least between two attempts of a group (backoff and the upstream's retry-after
+    can make it longer)."""
+    retry_budget: float = 0.2
+    """``lockgate.retry_budget``: retries may add at most this fraction of the requests of the last 10 s (plus
+    10 a second): a broken provider does not get its load multiplied."""
+    context_window_fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    content_policy_fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    default_fallbacks: tuple[str, ...] = ()
+    max_fallbacks: int = 5
+    allowed_fails: int = 3
+    allowed_fails_policy: dict[str, int] = field(default_factory=dict)
+    cooldown_time: float = 5.0
+    disable_cooldowns: bool = False
+    degrade_factor: float = 3.0
+    """``lockgate.degrade_factor``: a deployment whose recent latency is this many times its own normal is
+    degraded (tried after the healthy ones)."""
+    slo_ttft: float | None = None
+    """``lockgate.slo_ttft``: seconds; a deployment whose recent time to first token is above it is degraded."""
+    stream_idle_timeout: float | None = None
+    """``lockgate.stream_idle_timeout``: the longest gap between two chunks of a stream (default: the total
+    timeout)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the gateway needs, validated. Built once at start; never mutated."""
@@ -112,13 +161,25 @@ class Settings:
     key_cache_ttl: float = 30.0
     """Shared state across instances (thinking signatures now; limits and key invalidation later)."""
     store_prompts_in_spend_logs: bool = False
+    """Keep prompts and answers (redacted) in the ledger, unless a key's or team's metadata says otherwise
+    (:mod:`lockgate.prompts`)."""
     disable_spend_logs: bool = False
     """No ledger row per request (budgets and owners' spend are still kept)."""
+    spend_logs_retention: float | None = None
+    """``general_settings.maximum_spend_logs_retention_period`` in seconds: older ledger rows are deleted."""
+    spend_logs_retention_interval: float = DEFAULT_INTERVAL
+    """``general_settings.maximum_spend_logs_retention_interval`` in seconds: how often retention runs."""
+    prompt_retention: float | None = DEFAULT_PROMPT_RETENTION
+    """``lockgate.prompt_retention`` in seconds (None: ``never``): older rows' prompts and answers are cleared."""
     drop_params: bool = False
     num_retries: int = 0
     request_timeout: float = 600.0
     stream_timeout: float | None = None
     fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    resilience: Resilience = field(default_factory=Resilience)
+    background_health_checks: bool = False
+    """``general_settings.background_health_checks``: check every deployment every ``health_check_interval``."""
+    health_check_interval: float = 300.0
     aliases: dict[str, tuple[str, bool]] = field(default_factory=dict)
     """model_group_alias: a name clients use (``*`` wildcards allowed) → (model group, hidden from /v1/models)."""
     routing_strategy: str = "simple-shuffle"
@@ -566,6 +627,7 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
     aliases.update(_aliases(router.get("model_group_alias"), "router_settings.model_group_alias", names, check))
     fallbacks = _fallbacks(litellm.get("fallbacks"), "litellm_settings.fallbacks", names, check)
     fallbacks.update(_fallbacks(router.get("fallbacks"), "router_settings.fallbacks", names, check))
+    resilience = _resilience(router, litellm, native, names, check)
     redis_url = _redis_url(router, env, check)
     sqlite = native.get("sqlite_path", "lockgate.db")
     if not isinstance(sqlite, str) or not sqlite:
@@ -590,6 +652,11 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
         disable_spend_logs=check.boolean(
             general.get("disable_spend_logs", False), "general_settings.disable_spend_logs"
         ),
+        spend_logs_retention=_period(general, "maximum_spend_logs_retention_period", "general_settings", None, check),
+        spend_logs_retention_interval=_period(
+            general, "maximum_spend_logs_retention_interval", "general_settings", DEFAULT_INTERVAL, check
+        ),
+        prompt_retention=_period(native, "prompt_retention", "lockgate", DEFAULT_PROMPT_RETENTION, check),
         drop_params=check.boolean(
             drop, "litellm_settings.drop_params" if "drop_params" in litellm else "LITELLM_DROP_PARAMS (environment)"
         ),
@@ -605,6 +672,11 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
         ),
         stream_timeout=num(router, "stream_timeout", "router_settings", None),
         fallbacks=fallbacks,
+        resilience=resilience,
+        background_health_checks=check.boolean(
+            general.get("background_health_checks", False), "general_settings.background_health_checks"
+        ),
+        health_check_interval=num(general, "health_check_interval", "general_settings", 300.0),
         aliases=aliases,
         routing_strategy="simple-shuffle",
         max_request_size_mb=num(
@@ -630,11 +702,105 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
     return settings
 
 
+def _resilience(
+    router: Mapping[str, Any], litellm: Mapping[str, Any], native: Mapping[str, Any], names: set[str], check: _Checker
+) -> Resilience:
+    """router_settings (else litellm_settings) retry, fallback and cooldown keys, and lockgate's own."""
+
+    def either(key: str) -> tuple[Any, str]:
+        if router.get(key) is not None:
+            return router[key], f"router_settings.{key}"
+        return litellm.get(key), f"litellm_settings.{key}"
+
+    def number(key: str, default: Any, *, integer: bool = False, section: str = "") -> Any:
+        value, path = (native.get(key), f"lockgate.{key}") if section == "lockgate" else either(key)
+        if value is None:
+            return default
+        checked = check.number(value, path, integer=integer)
+        return default if checked is None else checked
+
+    def fallbacks(key: str) -> dict[str, tuple[str, ...]]:
+        found = _fallbacks(litellm.get(key), f"litellm_settings.{key}", names, check)
+        found.update(_fallbacks(router.get(key), f"router_settings.{key}", names, check))
+        return found
+
+    default_fallbacks: tuple[str, ...] = ()
+    value, path = either("default_fallbacks")
+    if value is not None:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            check.error(path, "must be a list of model group names")
+        else:
+            for name in value:
+                if not any(fnmatch.fnmatchcase(name, group) for group in names):
+                    check.error(path, f"'{name}' is not a model_name in model_list")
+            default_fallbacks = tuple(value)
+    group_policies: dict[str, dict[str, int]] = {}
+    value, path = either("model_group_retry_policy")
+    if isinstance(value, dict):
+        for group, policy in value.items():
+            group_policies[str(group)] = _policy(policy, f"{path}.{group}", RETRY_POLICY_NAMES, check)
+    elif value is not None:
+        check.error(path, "must be a mapping of model group to a retry_policy")
+    disable, disable_path = either("disable_cooldowns")
+    return Resilience(
+        retry_policy=_policy(either("retry_policy")[0], either("retry_policy")[1], RETRY_POLICY_NAMES, check),
+        group_retry_policy=group_policies,
+        retry_after=number("retry_after", 0.0),
+        retry_budget=number("retry_budget", 0.2, section="lockgate"),
+        context_window_fallbacks=fallbacks("context_window_fallbacks"),
+        content_policy_fallbacks=fallbacks("content_policy_fallbacks"),
+        default_fallbacks=default_fallbacks,
+        max_fallbacks=number("max_fallbacks", 5, integer=True),
+        allowed_fails=number("allowed_fails", 3, integer=True),
+        allowed_fails_policy=_policy(
+            either("allowed_fails_policy")[0], either("allowed_fails_policy")[1], FAILS_POLICY_NAMES, check
+        ),
+        cooldown_time=number("cooldown_time", 5.0),
+        disable_cooldowns=check.boolean(disable or False, disable_path),
+        degrade_factor=max(1.1, number("degrade_factor", 3.0, section="lockgate")),
+        slo_ttft=number("slo_ttft", None, section="lockgate"),
+        stream_idle_timeout=number("stream_idle_timeout", None, section="lockgate"),
+    )
+
+
+def _policy(value: Any, path: str, known: Mapping[str, tuple[str, ...]], check: _Checker) -> dict[str, int]:
+    """LiteLLM's ``{RateLimitErrorRetries: 3, ...}`` as failure kind -> count."""
+    result: dict[str, int] = {}
+    if value is None:
+        return result
+    if not isinstance(value, dict):
+        check.error(path, f"must be a mapping with keys among {', '.join(known)}")
+        return result
+    for name, count in value.items():
+        if name not in known:
+            check.error(f"{path}.{name}", f"unknown; known: {', '.join(known)}")
+            continue
+        number = check.number(count, f"{path}.{name}", integer=True)
+        if number is not None:
+            for kind in known[name]:
+                result[kind] = int(number)
+    return result
+
+
 def _choice(value: Any, choices: tuple[str, ...], path: str, check: _Checker) -> Any:
     if value not in choices:
         check.error(path, f"must be one of {', '.join(choices)}")
         return choices[0]
     return value
+
+
+def _period(section: Mapping[str, Any], key: str, path: str, default: float | None, check: _Checker) -> Any:
+    """A retention period (``30d``) in seconds; ``never`` for None where that is allowed (prompt_retention)."""
+    value = section.get(key)
+    if value is None:
+        return default
+    if value == "never" and key == "prompt_retention":
+        return None
+    try:
+        return parse_period(value)
+    except ValueError as exc:
+        check.error(f"{path}.{key}", str(exc))
+        return default
 
 
 def _budget_duration(value: Any, check: _Checker) -> str | None:

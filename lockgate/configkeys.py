@@ -43,16 +43,16 @@ _TOP_IGNORED = {
 
 _GENERAL = {
     "master_key", "database_url", "store_prompts_in_spend_logs", "max_request_size_mb", "user_api_key_cache_ttl",
-    "disable_spend_logs",
+    "disable_spend_logs", "background_health_checks", "health_check_interval",
+    "maximum_spend_logs_retention_period", "maximum_spend_logs_retention_interval",
 }  # fmt: skip
 _GENERAL_IGNORED = {
     "database_connection_pool_limit", "database_connection_timeout", "allow_requests_on_db_unavailable",
     "disable_prisma_schema_update", "store_model_in_db", "supported_db_objects",
     "disable_spend_updates", "proxy_batch_write_at", "proxy_budget_rescheduler_min_time",
-    "proxy_budget_rescheduler_max_time", "maximum_spend_logs_retention_period",
-    "maximum_spend_logs_retention_interval", "use_redis_transaction_buffer", "use_spend_logs_partitioning",
+    "proxy_budget_rescheduler_max_time", "use_redis_transaction_buffer", "use_spend_logs_partitioning",
     "disable_reset_budget", "spend_report_frequency", "max_parallel_requests", "global_max_parallel_requests",
-    "max_response_size_mb", "background_health_checks", "health_check_interval", "health_check_details",
+    "max_response_size_mb", "health_check_details",
     "alerting", "alert_types", "alert_to_webhook_url", "alerting_threshold",
     "forward_client_headers_to_llm_api", "forward_openai_org_id", "pass_through_endpoints",
     "completion_model", "litellm_license", "public_routes", "user_header_name", "user_header_mappings",
@@ -79,19 +79,19 @@ _GENERAL_REFUSED = {
 
 _LITELLM = {
     "drop_params", "num_retries", "request_timeout", "fallbacks", "model_group_alias", "max_budget", "budget_duration",
-    "max_end_user_budget",
+    "max_end_user_budget", "default_fallbacks", "context_window_fallbacks", "content_policy_fallbacks",
+    "allowed_fails", "cooldown_time",
 }  # fmt: skip
 _LITELLM_IGNORED = {
     "callbacks", "success_callback", "failure_callback", "service_callbacks", "turn_off_message_logging",
     "redact_user_api_key_info", "redact_messages_in_exceptions", "json_logs", "langfuse_default_tags",
-    "modify_params", "cache", "cache_params", "default_fallbacks", "context_window_fallbacks",
-    "content_policy_fallbacks", "force_ipv4",
+    "modify_params", "cache", "cache_params", "force_ipv4",
     "max_internal_user_budget", "internal_user_budget_duration", "default_key_generate_params",
     "upperbound_key_generate_params", "key_generation_settings", "default_team_settings",
     "default_internal_user_params", "store_audit_logs", "extra_spend_tag_headers",
     "disable_end_user_cost_tracking", "disable_end_user_cost_tracking_prometheus_only",
     "enable_json_schema_validation", "network_mock", "mcp_aliases", "ssl_verify", "set_verbose",
-    "telemetry", "allowed_fails", "cooldown_time", "enable_preview_features",
+    "telemetry", "enable_preview_features",
     "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name", "aws_session_name",
     "aws_role_name", "aws_profile_name", "vertex_project", "vertex_location", "log_raw_request_response",
     "return_response_headers", "public_model_groups",
@@ -99,12 +99,12 @@ _LITELLM_IGNORED = {
 
 _ROUTER = {
     "routing_strategy", "num_retries", "timeout", "stream_timeout", "fallbacks", "model_group_alias",
-    "redis_host", "redis_port", "redis_password", "redis_db", "redis_url",
+    "redis_host", "redis_port", "redis_password", "redis_db", "redis_url", "retry_after", "retry_policy",
+    "model_group_retry_policy", "context_window_fallbacks", "content_policy_fallbacks", "default_fallbacks",
+    "max_fallbacks", "allowed_fails", "allowed_fails_policy", "cooldown_time", "disable_cooldowns",
 }  # fmt: skip
 _ROUTER_IGNORED = {
-    "routing_strategy_args", "retry_after", "retry_policy", "model_group_retry_policy", "context_window_fallbacks",
-    "content_policy_fallbacks", "default_fallbacks", "max_fallbacks", "allowed_fails", "allowed_fails_policy",
-    "cooldown_time", "disable_cooldowns", "enable_pre_call_checks", "optional_pre_call_checks", "cache_kwargs",
+    "routing_strategy_args", "enable_pre_call_checks", "optional_pre_call_checks", "cache_kwargs",
     "enable_tag_filtering", "tag_filtering_match_any", "default_litellm_params", "default_max_parallel_requests",
     "provider_budget_config", "client_ttl", "caching_groups", "deployment_affinity_ttl_seconds",
     "ignore_invalid_deployments", "enable_health_check_routing", "enable_weighted_failover", "guardrail_list",
@@ -118,7 +118,8 @@ _STRATEGIES = {
 _LOCKGATE = {
     "max_request_size_mb", "shutdown_grace_seconds", "connect_timeout", "upstream_pool_size", "sqlite_path",
     "model_api_base_allow", "instances", "budgets_fail_open", "default_max_output_tokens", "price_file",
-    "unpriced",
+    "unpriced", "prompt_retention", "retry_budget", "degrade_factor", "slo_ttft",
+    "stream_idle_timeout",
 }  # fmt: skip
 
 _MODEL_ENTRY = {"model_name", "litellm_params", "model_info"}

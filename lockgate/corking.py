@@ -4,7 +4,8 @@ uvicorn writes a response's status line and headers, then its body, as two write
 the largest single cost left on the gateway's path (about 25 µs each on the benchmark machine). This
 protocol hands uvicorn a transport that gathers the writes made during one turn of the event loop and
 sends them as one, just after the turn. Nothing is delayed past the turn; stream chunks still leave as
-soon as they arrive. Everything else is uvicorn's own httptools protocol.
+soon as they arrive. It also cancels a request's task when its client leaves, if the request asked for that.
+Everything else is uvicorn's own httptools protocol.
 """
 
 from __future__ import annotations
@@ -60,3 +61,12 @@ class CorkedTransport:
 class CorkedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The client left: a request that asked for it (:meth:`lockgate.asgi.Request.cancel_on_disconnect`) is
+        cancelled now, so its upstream call is closed at once rather than run to its end."""
+        cycle = self.cycle
+        task = getattr(cycle, "lockgate_task", None) if cycle is not None else None
+        super().connection_lost(exc)
+        if task is not None and cycle is not None and not cycle.response_complete and not task.done():
+            task.cancel()

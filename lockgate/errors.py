@@ -206,6 +206,9 @@ class UpstreamError(GatewayError):
     """The upstream answered with an error: keep its status, type and code; scrub its message."""
 
     type = "api_error"
+    retry_after: float | None = None
+    """Seconds the upstream asked to wait before trying again (its retry-after), for the retry planner; not shown
+    to the client."""
 
 
 class UpstreamUnavailable(GatewayError):

@@ -278,7 +278,7 @@ class Governor:
 
     def estimate(self, raw_size: int, body: Mapping[str, Any], deployment: Deployment | None) -> tuple[int, int]:
         """(prompt tokens, output tokens) a request may use, before it is sent."""
-        prompt = _prompt_tokens(body, raw_size)
+        prompt = prompt_tokens(body, raw_size)
         output = None
         for name in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
             value = body.get(name)
@@ -312,7 +312,7 @@ class Governor:
         if prices is None:
             prices = deployment.model_info if deployment is not None else {}
         if not limits:
-            return Admitted(None, limits, entities, prices, _prompt_tokens(body, raw_size)) if entities else None
+            return Admitted(None, limits, entities, prices, prompt_tokens(body, raw_size)) if entities else None
         prompt, output = self.estimate(raw_size, body, deployment)
         cost = pricing.estimate(prices, prompt, output) or 0.0  # unknown prices: the budget's spend so far counts
         counted = limits if self._share == 1 else tuple(_shared(limit, self._share) for limit in limits)
@@ -388,7 +388,7 @@ class Governor:
 _IMAGE_TOKENS = 1600  # what one image part is reckoned at before the provider counts it
 
 
-def _prompt_tokens(body: Mapping[str, Any], raw_size: int) -> int:
+def prompt_tokens(body: Mapping[str, Any], raw_size: int) -> int:
     """About four characters a token over the text a model reads: messages (OpenAI and Anthropic shapes),
     system, tools; embeddings' input. Not a tokenizer: the settlement replaces it with the real count."""
     chars, images, messages = 0, 0, 0

@@ -34,13 +34,16 @@ from lockgate.errors import (
     GatewayError,
     InvalidJSON,
     RateLimited,
-    UpstreamError,
-    UpstreamTimeout,
     UpstreamUnavailable,
     upstream_error,
 )
+from lockgate.governance import prompt_tokens
 from lockgate.observe import RequestRecord
+from lockgate.prompts import PromptCapture
 from lockgate.providers.base import EMBEDDING_FIELDS, FORBIDDEN_FIELDS, FORBIDDEN_PREFIXES, GATEWAY_FIELDS, Call
+from lockgate.routing.failures import classify, retry_after_of
+from lockgate.routing.health import FAILURE_KINDS
+from lockgate.routing.plan import Failure
 from lockgate.routing.router import Target
 from lockgate.streaming import UsageTap, error_event
 from lockgate.upstream import UpstreamResponse
@@ -48,13 +51,13 @@ from lockgate.upstream import UpstreamResponse
 if TYPE_CHECKING:
     from lockgate.app import Gateway
     from lockgate.governance import Admitted
+    from lockgate.routing.plan import Plan
     from lockgate.storage.base import EndUserRecord
 
 __all__ = ["Controls", "Exchange", "read_json", "require_model", "run", "take_controls"]
 
 log = logging.getLogger("lockgate")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-RETRYABLE_STATUS = frozenset({401, 403, 404, 408, 409, 429, 500, 502, 503, 504, 529})
 
 
 @dataclass(slots=True)
@@ -208,12 +211,6 @@ def prepare(
     return out, (None if changed or raw is None else raw)
 
 
-def _retryable(error: GatewayError) -> bool:
-    if isinstance(error, UpstreamUnavailable | UpstreamTimeout):
-        return True
-    return isinstance(error, UpstreamError) and error.status in RETRYABLE_STATUS
-
-
 def _route_headers(target: Target, attempts: int) -> list[tuple[bytes, bytes]]:
     d = target.deployment
     return [
@@ -255,7 +252,9 @@ async def _attempt(gw: Gateway, target: Target, call: Call, kind: str) -> Upstre
     else:
         resp = await target.provider.chat(call)
     if resp.status >= 400:
-        raise upstream_error(resp.status, await resp.read(), target.deployment.secrets())
+        error = upstream_error(resp.status, await resp.read(), target.deployment.secrets())
+        error.retry_after = retry_after_of(resp.headers)
+        raise error
     return resp
 
 
@@ -275,41 +274,59 @@ async def run(
         req.request_id, req.path, 200, model_group=model, requested_model=requested, stream=ex.stream,
         session_id=controls.session_id, end_user=end_user[:256] if isinstance(end_user, str) and end_user else None,
     )  # fmt: skip
-    plan = list(gw.router.plan(model, controls.num_retries))
+    if gw.stores_prompts(req.principal):  # off unless asked for (lockgate.prompts)
+        req.capture = PromptCapture(body, ex.dialect, ex.kind)
+    plan = gw.router.start(model, controls.num_retries, health=gw.health, budget=gw.retry_budget)
+    gw.retry_budget.request()
     admitted = await _admit(gw, req, end_user_record, model, plan, len(raw), body)
+    if not ex.stream:  # (a stream watches for the client itself, and counts what it relayed)
+        req.cancel_on_disconnect()
     try:
         await _attempts(gw, req, body, raw, model, controls, ex, record, plan)
+    except asyncio.CancelledError:
+        if not req.disconnected:
+            raise
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        _client_left(gw, req, record, plan.current, body, len(raw))
     finally:
         if admitted is not None:
             await gw.governor.settle(admitted, record.usage, cost=record.cost)
 
 
+def _client_left(gw: Gateway, req: Request, record: RequestRecord, target: Target, body: dict[str, Any],
+                 size: int) -> None:  # fmt: skip
+    """The client hung up before its answer: the upstream call was closed (corking.py). The prompt was sent and
+    may be billed, so it is counted (estimated); what the model wrote before the close is unknown."""
+    record.status, record.error_type, record.client_disconnected = 499, "ClientDisconnected", True
+    if record.usage is None:
+        prompt = prompt_tokens(body, size)
+        record.usage = {"prompt_tokens": prompt, "completion_tokens": 0, "total_tokens": prompt, "estimated": True}
+        _cost(gw, record, target)
+    gw.emit(record, req)
+
+
 async def _admit(
-    gw: Gateway, req: Request, end_user: EndUserRecord | None, model: str, plan: list[Target], size: int,
+    gw: Gateway, req: Request, end_user: EndUserRecord | None, model: str, plan: Plan, size: int,
     body: dict[str, Any],
 ) -> Admitted | None:  # fmt: skip
     """Count the request against its limits (governance.py). A deployment at its own rpm/tpm is swapped for
     another deployment of its group; the client sees a 429 only when every one is full."""
     full: set[str] = set()
     while True:
-        deployment = plan[0].deployment if plan else None
+        deployment = plan.current.deployment
         try:
             admitted = await gw.governor.admit(
-                req.request_id, req.principal, end_user, model, deployment, size, body,
-                plan[0].prices if plan else {}, _end_user_id(body),
+                req.request_id, req.principal, end_user, model, deployment, size, body, plan.current.prices,
+                _end_user_id(body),
             )  # fmt: skip
         except RateLimited as error:
-            if deployment is None or error.scope != f"deployment:{deployment.id}":
+            if error.scope != f"deployment:{deployment.id}":
                 raise
             full.add(deployment.id)
-            try:
-                others = [t for t in gw.router.group(deployment.model_name) if t.deployment.id not in full]
-            except GatewayError:
-                others = []
+            others = [t for t in gw.router.eligible(plan.group, missing_ok=True) if t.deployment.id not in full]
             if not others:
                 raise
-            other = random.choice(others)  # noqa: S311 - load spreading, not security
-            plan[:] = [other if t.deployment.id == deployment.id else t for t in plan]
+            plan.replace(deployment.id, random.choice(others))  # noqa: S311 - load spreading, not security
             continue
         if admitted is not None:
             req.response_headers.extend(admitted.headers)
@@ -323,13 +340,20 @@ def _end_user_id(body: dict[str, Any]) -> str | None:
 
 async def _attempts(
     gw: Gateway, req: Request, body: dict[str, Any], raw: bytes, model: str, controls: Controls, ex: Exchange,
-    record: RequestRecord, plan: list[Target],
+    record: RequestRecord, plan: Plan,
 ) -> None:  # fmt: skip
     if gw.thinking.shared and ex.dialect == "openai" and ex.kind == "chat":
         await gw.thinking.prefetch(_signed_texts(body))  # signatures another instance may have returned
     translations: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
-    for attempt, target in enumerate(plan, start=1):
+    target = plan.current
+    while True:
+        if _certainly_too_long(target, body, len(raw)):  # straight to a larger model, if there is one
+            step = plan.after(Failure("context_window"))
+            if step is not None:
+                target = step[0]
+                continue
+        attempt = plan.attempts
         upstream = target.provider.dialect if ex.kind == "chat" else "openai"
         translated = upstream != ex.dialect
         if translated and upstream not in translations:
@@ -346,25 +370,61 @@ async def _attempts(
         call = Call(
             target.deployment, call_body, call_raw, ex.stream, gw.http, target.timeouts, ex.forward, gw.thinking
         )
+        started = time.perf_counter()
         try:
             resp = await _attempt(gw, target, call, ex.kind)
             if ex.stream:
                 first, chunks = await _first_chunk(resp, target)
         except GatewayError as error:
-            if attempt < len(plan) and _retryable(error):
-                continue
-            record.status, record.error_type = error.status, type(error).__name__
-            gw.emit(record, req)
-            raise
+            failure = classify(error)
+            gw.health.failed(target.deployment.id, failure.kind if failure.kind in FAILURE_KINDS else None,
+                             failure.retry_after)  # fmt: skip
+            step = plan.after(failure)
+            if step is None:
+                record.status, record.error_type = error.status, type(error).__name__
+                gw.emit(record, req)
+                raise
+            target, wait = step
+            if wait > 0:
+                await asyncio.sleep(wait)
+            continue
+        first_byte = time.perf_counter() - started if ex.stream else None
         headers = _route_headers(target, attempt)
         if notes:
             headers.append((b"x-lockgate-notice", "; ".join(notes).encode("latin-1", "replace")))
         if ex.stream:
             stages = _stages(gw, ex, upstream, model, strip_usage=inject and not ex.wants_usage)
+            if req.capture is not None:
+                stages.append(req.capture.stream_stage(ex.dialect))
             await _relay_stream(gw, req, resp, first, chunks, headers, record, stages, ex.dialect, target)
         else:
             await _relay_body(gw, req, resp, headers, record, ex.dialect if translated else None, model, target)
+        _report(gw, target, record, time.perf_counter() - started, first_byte)
         return
+
+
+def _certainly_too_long(target: Target, body: dict[str, Any], size: int) -> bool:
+    """The prompt is longer than the deployment's ``max_input_tokens`` even at 8 characters a token (no tokenizer
+    counts fewer): not worth sending when a context_window fallback can take it."""
+    limit = target.prices.get("max_input_tokens")
+    if not isinstance(limit, int) or limit <= 0 or size < limit * 4:  # cheap test first: too few bytes anyway
+        return False
+    return prompt_tokens(body, size) // 2 > limit
+
+
+def _report(gw: Gateway, target: Target, record: RequestRecord, latency: float, first_byte: float | None) -> None:
+    """How the deployment did, for its health: a stream that broke after its first byte is a failure."""
+    if record.error_type is not None:
+        gw.health.failed(target.deployment.id, "connection")
+        return
+    if record.client_disconnected:
+        return  # says nothing about the deployment
+    usage = record.usage or {}
+    prompt, output = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    gw.health.succeeded(
+        target.deployment.id, latency=latency, ttft=first_byte,
+        prompt_tokens=prompt if isinstance(prompt, int) else 0, output_tokens=output if isinstance(output, int) else 0,
+    )  # fmt: skip
 
 
 def _stages(gw: Gateway, ex: Exchange, upstream: Dialect, model: str, *, strip_usage: bool) -> list[Stage]:
@@ -401,6 +461,8 @@ async def _relay_body(
         usage = data.get("usage")
     except (orjson.JSONDecodeError, AttributeError):
         raise UpstreamUnavailable("the upstream sent a response that is not valid JSON") from None
+    if req.capture is not None:
+        req.capture.take_response(data)
     if translate_to == "openai":  # the client speaks OpenAI, the upstream Anthropic
         payload = orjson.dumps(ant.message_to_chat_response(data, model, gw.thinking))
     elif translate_to == "anthropic":  # the client speaks Anthropic, the upstream OpenAI

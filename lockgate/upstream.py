@@ -237,8 +237,12 @@ class _Connection(asyncio.Protocol):
             await self._wait()
 
     async def read_all(self) -> bytes:
-        while not self.done:
-            await self._wait()
+        try:
+            while not self.done:
+                await self._wait()
+        except asyncio.CancelledError:  # the caller gave up (its client left): the upstream is told at once
+            self.abort()
+            raise
         body = b"".join(self._body)
         self._release()
         return body
@@ -390,7 +394,11 @@ class HttpClient:
             # are dropped before upstreams usually close them (IDLE_KEEP_SECONDS), and the router decides retries.
             conn = await self._acquire(target, timeouts)
             conn.start(payload, stream, timeouts)
-            await conn.wait_headers()
+            try:
+                await conn.wait_headers()
+            except asyncio.CancelledError:  # the caller gave up: close the exchange rather than pool it half-done
+                conn.abort()
+                raise
             return _Response(conn)
         finally:
             if limit is not None:

@@ -861,6 +861,39 @@ def test_a_cancelled_wait_then_close_leaves_the_client_usable(run: Run) -> None:
     run(main())
 
 
+@pytest.mark.parametrize("when", ["headers", "body"])
+def test_a_cancelled_caller_hangs_up_on_the_upstream(run: Run, when: str) -> None:
+    """The client left (the gateway cancels the request's task): the upstream sees its connection closed at once,
+    not when it finishes answering."""
+    hung_up = asyncio.Event()
+
+    async def handler(conn: Conn) -> None:
+        req = await conn.request()
+        assert req is not None
+        if when == "body":
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        with contextlib.suppress(Exception):
+            await conn.linger(TEST_LIMIT)  # returns when the client hangs up
+        hung_up.set()
+
+    async def main() -> None:
+        async with RawServer(handler) as server, http_client() as client:
+
+            async def call() -> None:
+                resp = await client.send(request(server.url()), stream=False, timeouts=T)
+                await resp.read()
+
+            task = asyncio.ensure_future(call())
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            async with asyncio.timeout(1.0):
+                await hung_up.wait()
+
+    run(main())
+
+
 @pytest.mark.parametrize("taken", ["nothing", "first-chunk"])
 def test_a_closed_response_does_not_strand_its_connection(run: Run, taken: str) -> None:
     """Closed after its whole body arrived (the gateway's in-band-error path): reused, or closed, never leaked."""

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import orjson
 
@@ -86,7 +85,7 @@ async def new(gw: Gateway, req: Request) -> None:
 
 
 async def info(gw: Gateway, req: Request) -> None:
-    query = {k: v[0] for k, v in parse_qs(req.scope.get("query_string", b"").decode("latin-1")).items()}
+    query = req.query
     user_id = _user_id(query.get("end_user_id") or query.get("user_id"))
     record = await gw.store.get_end_user(user_id)
     if record is None:

@@ -14,7 +14,6 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import orjson
 
@@ -24,6 +23,7 @@ from lockgate.auth import Principal
 from lockgate.errors import BadRequest, NotFound, PermissionDenied
 from lockgate.keys import generate_key, new_record
 from lockgate.pipeline import read_json
+from lockgate.prompts import check_flag
 from lockgate.storage.base import (
     Conflict,
     KeyRecord,
@@ -77,7 +77,7 @@ def _principal(req: Request) -> Principal:
 
 
 def _query(req: Request) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(req.scope.get("query_string", b"").decode("latin-1")).items()}
+    return req.query
 
 
 def _page(query: dict[str, str]) -> tuple[int, int]:
@@ -238,6 +238,7 @@ async def team_new(gw: Gateway, req: Request) -> None:
     changes, ignored = fields_of(
         body, _TEAM, _TEAM_NOT_YET - {"members_with_roles"}, frozenset({"team_id", "members_with_roles"})
     )
+    check_flag(changes.get("metadata"))
     members = _members(body["members_with_roles"]) if body.get("members_with_roles") else []
     now = utc_now()
     record = TeamRecord(
@@ -287,6 +288,7 @@ async def team_update(gw: Gateway, req: Request) -> None:
     body = read_json(await req.body(gw.body_limit))
     team_id = _required(body.get("team_id"), "team_id")
     changes, ignored = fields_of(body, _TEAM, _TEAM_NOT_YET, frozenset({"team_id"}))
+    check_flag(changes.get("metadata"))
     with _storage_errors():
         record = await gw.store.update_team(team_id, **changes)
     if record is None:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
+from lockgate import prompts
 from lockgate.asgi import Request
 from lockgate.auth import KEY_TYPES, ROUTE_GROUPS, Principal, model_allowed
 from lockgate.errors import BadRequest, NotFound, PermissionDenied
@@ -330,6 +331,17 @@ def _key_type(body: dict[str, Any], changes: dict[str, Any]) -> None:
         changes["allowed_routes"] = routes
 
 
+def _prompt_flag(p: Principal, changes: dict[str, Any], current: KeyRecord | None) -> None:
+    """Whether a key's prompts are stored (``metadata.store_prompts_in_spend_logs``) is a proxy admin's to say:
+    anyone else's metadata keeps the key's current value, and may not name another (lockgate.prompts)."""
+    metadata = changes.get("metadata")
+    if metadata is None:
+        return
+    prompts.check_flag(metadata)
+    if not p.is_admin:
+        changes["metadata"] = prompts.keep_flag(metadata, current.metadata if current is not None else None)
+
+
 def _principal(req: Request) -> Principal:
     if req.principal is None:  # pragma: no cover - the route table authenticates every non-public route
         raise PermissionDenied("Not authenticated.")
@@ -341,6 +353,7 @@ async def generate(gw: Gateway, req: Request) -> None:
     body = read_json(await req.body(gw.body_limit))
     changes, ignored = fields_of(body, _SETTABLE, _NOT_YET, _READ_BY_ENDPOINT)
     _key_type(body, changes)
+    _prompt_flag(p, changes, None)
     custom = body.get("key")
     if custom is not None and (not isinstance(custom, str) or len(custom) < 16):
         raise BadRequest("A chosen 'key' must be a string of at least 16 characters.", param="key")
@@ -378,7 +391,7 @@ async def info(gw: Gateway, req: Request) -> None:
 
 async def list_keys(gw: Gateway, req: Request) -> None:
     p = _principal(req)
-    query = {k: v[0] for k, v in parse_qs(req.scope.get("query_string", b"").decode("latin-1")).items()}
+    query = req.query
     try:
         page, size = int(query.get("page", "1")), int(query.get("size", "100"))
     except ValueError as exc:
@@ -413,6 +426,7 @@ async def update(gw: Gateway, req: Request) -> None:
     changes, ignored = fields_of(body, _SETTABLE, _NOT_YET, _READ_BY_ENDPOINT)
     _key_type(body, changes)
     current = await _existing(gw, p, token_hash)
+    _prompt_flag(p, changes, current)
     duration = body.get("duration")
     expires = parse_duration(duration, datetime.now(UTC)) if isinstance(duration, str) and duration else None
     expires = await _limit_to_caller(gw, p, changes, current, expires)

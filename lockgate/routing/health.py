@@ -214,6 +214,13 @@ class Health:
             state.shapes.setdefault(("latency", size, out), _Average()).add(latency, learn)
         self._judge(state, now)
 
+    def passed(self, deployment_id: str) -> None:
+        """A health check of the deployment passed: its cooldown (if any) ends; no latency is learnt from it."""
+        state = self._states.get(deployment_id)
+        if state is not None:
+            state.cooling_until, state.cooldowns, state.probing = 0.0, 0, None
+            state.failures.clear()
+
     def _judge(self, state: _State, now: float) -> None:
         policy = self.policy
         worst, why = 0.0, ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +20,12 @@ from lockgate.deployment import Deployment
 from lockgate.errors import ModelNotFound, PermissionDenied
 from lockgate.providers import registry
 from lockgate.providers.base import Provider
+from lockgate.routing.plan import Failure, Plan, RetryBudget
 from lockgate.upstream import Timeouts
 
 if TYPE_CHECKING:
     from lockgate.catalog import Catalog
+    from lockgate.routing.health import Health
 
 __all__ = ["Router", "Target"]
 
@@ -58,7 +60,8 @@ def _target(deployment: Deployment, settings: Settings, catalog: Catalog | None 
         raise ValueError(f"no provider {deployment.provider}")
     total = deployment.timeout or settings.request_timeout
     first_byte = deployment.stream_timeout or settings.stream_timeout or total
-    timeouts = Timeouts(total=total, first_byte=first_byte, idle=total, connect=settings.connect_timeout)
+    idle = settings.resilience.stream_idle_timeout or total
+    timeouts = Timeouts(total=total, first_byte=first_byte, idle=idle, connect=settings.connect_timeout)
     drop = deployment.options.get("drop_params", settings.drop_params)
     prices = _prices(deployment, catalog)
     return Target(deployment, provider, timeouts, bool(drop), prices, _priced(prices))
@@ -88,6 +91,7 @@ class Router:
     ) -> None:
         self._rng = rng or random.Random()  # noqa: S311 - load balancing, not security
         self._retries = settings.num_retries
+        self._resilience = settings.resilience
         self._catalog = catalog
         self._refuse_unpriced = settings.unpriced == "refuse"
         self._specialised: dict[tuple[str, str], Target] = {}  # (deployment id, wildcard part) -> target
@@ -182,33 +186,49 @@ class Router:
                 ordered.append(pool.pop(pick))
         return ordered
 
-    def plan(self, model: str, num_retries: int | None = None) -> Iterator[Target]:
-        """Targets to try, in order: the group with its retries, then each fallback group."""
+    def eligible(self, name: str, *, missing_ok: bool = False) -> tuple[Target, ...]:
+        """The targets of group ``name`` that may serve (with ``lockgate.unpriced: refuse``, the priced ones).
+        Raises :class:`ModelNotFound` / :class:`PermissionDenied` (model_not_priced), or, ``missing_ok``, gives
+        ()."""
+        try:
+            targets = self.group(name)
+        except ModelNotFound:
+            if missing_ok:
+                return ()
+            raise
+        if self._refuse_unpriced:
+            targets = tuple(t for t in targets if t.priced)
+            if not targets and not missing_ok:
+                raise PermissionDenied(
+                    f"The model '{name[:200]}' has no price on this gateway, and lockgate.unpriced is 'refuse'. An "
+                    "administrator can give it input_cost_per_token / output_cost_per_token in its model_info.",
+                    param="model",
+                    code="model_not_priced",
+                )
+        return targets
+
+    def order(self, targets: Sequence[Target]) -> list[Target]:
+        """``targets`` in the order to try them: ``order`` tiers first, weighted random within a tier."""
+        return self._order(tuple(targets))
+
+    def fallbacks_of(self, group: str) -> tuple[str, ...]:
+        return self._fallbacks.get(group, ())
+
+    def start(
+        self, model: str, num_retries: int | None = None, *, health: Health | None = None,
+        budget: RetryBudget | None = None,
+    ) -> Plan:  # fmt: skip
+        """The plan of one request for ``model`` (see :mod:`lockgate.routing.plan`)."""
         retries = self._retries if num_retries is None else num_retries
-        model = self.resolve(model)
-        groups = [model, *self._fallbacks.get(model, ())]
-        for index, name in enumerate(groups):
-            try:
-                targets = self.group(name)
-            except ModelNotFound:
-                if index == 0:
-                    raise
-                continue
-            if self._refuse_unpriced:
-                targets = tuple(t for t in targets if t.priced)
-                if not targets:
-                    if index == 0:
-                        raise PermissionDenied(
-                            f"The model '{name[:200]}' has no price on this gateway, and lockgate.unpriced is "
-                            "'refuse'. An administrator can give it input_cost_per_token / output_cost_per_token "
-                            "in its model_info.",
-                            param="model",
-                            code="model_not_priced",
-                        )
-                    continue
-            order = self._order(targets)
-            for attempt in range(1 + retries):
-                yield order[attempt % len(order)]
+        return Plan(self, model, retries, self._resilience, health, budget, self._rng)
+
+    def plan(self, model: str, num_retries: int | None = None) -> Iterator[Target]:
+        """Every target a request would try if each attempt failed with a server error: the group with its
+        retries, then each fallback group's (for /health and tests)."""
+        plan = self.start(model, num_retries)
+        yield plan.current
+        while (step := plan.after(Failure("server"))) is not None:
+            yield step[0]
 
 
 def _weight(target: Target) -> float:

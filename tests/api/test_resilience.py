@@ -1,0 +1,227 @@
+"""Retries, fallbacks, cooldowns and timeouts end to end: a gateway process in front of the fake OpenAI, whose
+deployments fail as each test scripts them (tests/fakes/openai_upstream.py). Each test says what the client saw
+and how many attempts each deployment received."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import UPSTREAM_KEY
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.support import MASTER_KEY, GatewayProcess
+
+
+def deployment(group: str, model: str, info: str = "", **params: Any) -> str:
+    extra = "".join(f", {k}: {v}" for k, v in params.items())
+    return (
+        f"  - model_name: {group}\n"
+        f"    litellm_params: {{model: openai/{model}, api_base: 'FAKE/v1', api_key: {UPSTREAM_KEY}{extra}}}\n"
+        f"    model_info: {{id: {model}{info}}}\n"
+    )
+
+
+CONFIG = (
+    "model_list:\n"
+    + deployment("retry", "r-a", order=1)
+    + deployment("retry", "r-b", order=2)
+    + deployment("cool", "c-a", order=1)
+    + deployment("cool", "c-b", order=2)
+    + deployment("lone", "lone")
+    + deployment("small", "small")
+    + deployment("large", "large")
+    + deployment("strict", "strict")
+    + deployment("lenient", "lenient")
+    + deployment("ttft", "t-a", order=1, stream_timeout=0.3)
+    + deployment("ttft", "t-b", order=2)
+    + deployment("stall", "stall")
+    + deployment("broken", "x-a", order=1)
+    + deployment("broken", "x-b", order=2)
+    + deployment("spare", "spare")
+    + deployment("tiny", "tiny", ", max_input_tokens: 100")
+    + """router_settings:
+  num_retries: 1
+  allowed_fails: 1
+  cooldown_time: 2
+  fallbacks: [{broken: [spare]}]
+  context_window_fallbacks: [{small: [large]}, {tiny: [large]}]
+  content_policy_fallbacks: [{strict: [lenient]}]
+lockgate:
+  stream_idle_timeout: 0.4
+"""
+)
+HI = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture(scope="module")
+def gateway(fake_openai: FakeOpenAI) -> Iterator[GatewayProcess]:
+    with GatewayProcess(CONFIG.replace("FAKE", fake_openai.url)) as gw:
+        yield gw
+
+
+def chat(gw: GatewayProcess, model: str, **extra: Any) -> httpx.Response:
+    body = {"model": model, "messages": HI, **extra}
+    return httpx.post(gw.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER_KEY}"},
+                      json=body, timeout=20)  # fmt: skip
+
+
+def test_a_failing_deployment_is_retried_on_the_other(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+    for fault in ("status-500", "drop", "status-503", "retry-0"):
+        before = fake_openai.served("r-a"), fake_openai.served("r-b")
+        fake_openai.script("r-a", fault)
+        answer = chat(gateway, "retry")
+        assert answer.status_code == 200, (fault, answer.text)
+        assert answer.headers["x-lockgate-deployment"] == "r-b" and answer.headers["x-lockgate-attempts"] == "2"
+        assert (fake_openai.served("r-a") - before[0], fake_openai.served("r-b") - before[1]) == (1, 1), fault
+        assert chat(gateway, "retry").headers["x-lockgate-deployment"] == "r-a"  # a success takes the failure back
+
+
+def test_a_clients_bad_request_is_not_retried(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+    before = fake_openai.served("lone")
+    fake_openai.script("lone", "status-400")
+    answer = chat(gateway, "lone")
+    assert answer.status_code == 400 and answer.json()["error"]["type"] == "invalid_request_error"
+    assert fake_openai.served("lone") - before == 1
+
+
+def test_retry_after_is_honoured_on_a_lone_deployment(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+    before = fake_openai.served("lone")
+    fake_openai.script("lone", "retry-1")
+    started = time.monotonic()
+    answer = chat(gateway, "lone")
+    assert answer.status_code == 200 and answer.headers["x-lockgate-attempts"] == "2"
+    assert time.monotonic() - started >= 1.0
+    assert fake_openai.served("lone") - before == 2
+
+
+def test_cooldown_then_half_open_then_back(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script("c-a", "status-500", "status-500")
+    assert [chat(gateway, "cool").headers["x-lockgate-deployment"] for _ in range(2)] == ["c-b", "c-b"]
+    assert fake_openai.served("c-a") == 2  # two failures: more than allowed_fails (1), cooled down for 2 s
+    answered = [chat(gateway, "cool").headers["x-lockgate-deployment"] for _ in range(5)]
+    assert answered == ["c-b"] * 5 and fake_openai.served("c-a") == 2  # not tried while cooling down
+    time.sleep(2.2)
+    trial = chat(gateway, "cool")
+    assert trial.headers["x-lockgate-deployment"] == "c-a" and trial.headers["x-lockgate-attempts"] == "1"
+    assert chat(gateway, "cool").headers["x-lockgate-deployment"] == "c-a"  # healthy again: first in order
+
+
+def test_fallbacks_after_the_groups_retries(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script("x-a", "status-500")
+    fake_openai.script("x-b", "status-502")
+    answer = chat(gateway, "broken")
+    assert answer.status_code == 200 and answer.headers["x-lockgate-model-group"] == "spare"
+    assert answer.headers["x-lockgate-attempts"] == "3"
+
+
+def test_context_window_and_content_policy_fallbacks(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script("small", "context")
+    answer = chat(gateway, "small")
+    assert answer.status_code == 200 and answer.headers["x-lockgate-deployment"] == "large", answer.text
+    fake_openai.script("strict", "policy")
+    answer = chat(gateway, "strict")
+    assert answer.status_code == 200 and answer.headers["x-lockgate-deployment"] == "lenient", answer.text
+    fake_openai.script("large", "context")  # no fallback of its own: the client gets the upstream's 400
+    answer = chat(gateway, "large")
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_a_slow_first_token_goes_to_another_deployment_before_any_byte(
+    gateway: GatewayProcess, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script("t-a", "firstbyte-3000")
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=MASTER_KEY, max_retries=0)
+    started = time.monotonic()
+    response = client.chat.completions.with_raw_response.create(model="ttft", messages=HI, stream=True)  # type: ignore[arg-type]
+    text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    assert response.headers["x-lockgate-deployment"] == "t-b" and text == "echo: hello there"
+    assert time.monotonic() - started < 2.0  # the 0.3 s first-token timeout, not the 3 s stall
+
+
+def test_a_stream_stalled_after_its_first_byte_ends_with_an_error_event(
+    gateway: GatewayProcess, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script("stall", "stall-3000")
+    started = time.monotonic()
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER_KEY}"},
+                      json={"model": "stall", "messages": HI, "stream": True}, timeout=10) as streamed:  # fmt: skip
+        body = b"".join(streamed.iter_bytes())
+    assert time.monotonic() - started < 2.5
+    events = [e for e in body.split(b"\n\n") if e.startswith(b"data: ")]
+    assert events[0].startswith(b'data: {"id"') and b'"error"' in events[-1], body[-500:]
+    assert fake_openai.served("stall") == 1  # no retry once bytes reached the client
+
+
+def test_a_prompt_certainly_too_long_goes_to_the_larger_model_without_a_call(
+    gateway: GatewayProcess, fake_openai: FakeOpenAI
+) -> None:
+    long = [{"role": "user", "content": "word " * 1000}]  # 5,000 characters: over 100 tokens at any tokenizer
+    answer = chat(gateway, "tiny", messages=long)
+    assert answer.status_code == 200 and answer.headers["x-lockgate-deployment"] == "large"
+    assert fake_openai.served("tiny") == 0
+    assert chat(gateway, "tiny").headers["x-lockgate-deployment"] == "tiny"  # a short one fits
+
+
+def test_a_client_that_hangs_up_cancels_the_upstream_call(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+    """Non-streamed: the gateway closes its upstream connection within a second of the client leaving; the
+    request is logged as 499 and its prompt counted."""
+    import socket
+
+    fake_openai.script("lone", "slow-5000")
+    body = b'{"model": "lone", "messages": [{"role": "user", "content": "hang up on me"}]}'
+    with socket.create_connection(("127.0.0.1", gateway.port)) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + MASTER_KEY.encode()
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n" + body)  # fmt: skip
+        time.sleep(0.5)  # the upstream call is under way
+    left = time.monotonic()
+    record = None
+    while time.monotonic() - left < 3 and record is None:
+        record = next((r for r in gateway.records() if r.get("status") == 499), None)
+        time.sleep(0.05)
+    assert record is not None and record["client_disconnected"] and record["error_type"] == "ClientDisconnected"
+    assert time.monotonic() - left < 1.0
+    assert record["usage"]["estimated"] and record["usage"]["prompt_tokens"] > 0
+    closed = fake_openai.requests[-1]
+    assert closed.json["model"] == "lone"
+
+
+def test_health_shows_the_routers_view_and_filters_by_model(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script("x-a", "status-500", "status-500")  # twice: more than allowed_fails, a cooldown
+    fake_openai.script("x-b", "status-500", "status-500")
+    chat(gateway, "broken")
+    chat(gateway, "broken")
+    fake_openai.script("x-a", "status-401")  # the on-demand check fails too (scripted), x-b's passes
+    fake_openai.script("x-b")
+    answer = httpx.get(gateway.url + "/health", params={"model": "broken"},
+                       headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10)  # fmt: skip
+    body = answer.json()
+    assert answer.status_code == 200 and body["healthy_count"] == 1 and body["unhealthy_count"] == 1
+    (bad,) = body["unhealthy_endpoints"]
+    (good,) = body["healthy_endpoints"]
+    assert bad["model_id"] == "x-a" and bad["error"].startswith("401") and bad["state"] == "cooldown"
+    assert good["model_id"] == "x-b" and good["state"] == "healthy"  # its check passed: its cooldown ended
+    assert UPSTREAM_KEY not in answer.text and "127.0.0.1" not in answer.text
+
+
+def test_background_health_checks_cool_down_a_failing_deployment(fake_openai: FakeOpenAI) -> None:
+    config = (
+        "model_list:\n" + deployment("pair", "bg-a", order=1) + deployment("pair", "bg-b", order=2)
+        + "general_settings:\n  background_health_checks: true\n  health_check_interval: 1\n"
+        + "router_settings:\n  allowed_fails: 0\n  cooldown_time: 30\n"
+    ).replace("FAKE", fake_openai.url)  # fmt: skip
+    fake_openai.script("bg-a", "status-500")  # its first check fails
+    with GatewayProcess(config) as gw:
+        deadline = time.monotonic() + 5
+        while fake_openai.served("bg-a") < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        answer = chat(gw, "pair")
+        assert answer.headers["x-lockgate-deployment"] == "bg-b"  # cooled down by the check, not by a client
+        latest = httpx.get(gw.url + "/health", headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10).json()
+        assert "checked_at" in latest and latest["healthy_count"] + latest["unhealthy_count"] == 2
