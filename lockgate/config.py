@@ -100,6 +100,11 @@ class ConfigError(Exception):
         super().__init__("\n".join(lines))
 
 
+ROUTING_STRATEGIES = frozenset({
+    "simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing", "usage-based-routing-v2",
+    "cost-based-routing",
+})  # fmt: skip
+
 # LiteLLM's retry_policy / allowed_fails_policy names -> the failure kinds of lockgate.routing.health they cover
 RETRY_POLICY_NAMES: dict[str, tuple[str, ...]] = {
     "AuthenticationErrorRetries": ("auth",),
@@ -183,6 +188,10 @@ class Settings:
     aliases: dict[str, tuple[str, bool]] = field(default_factory=dict)
     """model_group_alias: a name clients use (``*`` wildcards allowed) → (model group, hidden from /v1/models)."""
     routing_strategy: str = "simple-shuffle"
+    """One of :data:`ROUTING_STRATEGIES` (LiteLLM's names); within each ``order`` tier."""
+    lowest_latency_buffer: float = 0.0
+    """``routing_strategy_args.lowest_latency_buffer``: latency-based routing shares the load among deployments
+    within this fraction of the fastest."""
     max_request_size_mb: float = 10.0
     shutdown_grace_seconds: float = 30.0
     connect_timeout: float = 10.0
@@ -606,11 +615,21 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
     strategy = router.get("routing_strategy", "simple-shuffle")
     if not isinstance(strategy, str) or strategy not in _STRATEGIES:
         check.error("router_settings.routing_strategy", f"must be one of {', '.join(sorted(_STRATEGIES))}")
-    elif strategy != "simple-shuffle":
+        strategy = "simple-shuffle"
+    elif strategy not in ROUTING_STRATEGIES:
         check.warn(
             "router_settings.routing_strategy",
             f"ignored: '{strategy}' is not implemented yet; using simple-shuffle",
         )
+        strategy = "simple-shuffle"
+    strategy_args = router.get("routing_strategy_args") or {}
+    if not isinstance(strategy_args, dict):
+        check.error("router_settings.routing_strategy_args", "must be a mapping")
+        strategy_args = {}
+    buffer = strategy_args.get("lowest_latency_buffer")
+    buffer = (
+        0.0 if buffer is None else check.number(buffer, "router_settings.routing_strategy_args.lowest_latency_buffer")
+    )
 
     def num(section: Mapping[str, Any], key: str, path: str, default: Any, integer: bool = False) -> Any:
         if section.get(key) is None:
@@ -678,7 +697,8 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
         ),
         health_check_interval=num(general, "health_check_interval", "general_settings", 300.0),
         aliases=aliases,
-        routing_strategy="simple-shuffle",
+        routing_strategy=strategy,
+        lowest_latency_buffer=float(buffer or 0.0),
         max_request_size_mb=num(
             native,
             "max_request_size_mb",

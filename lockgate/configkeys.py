@@ -102,9 +102,10 @@ _ROUTER = {
     "redis_host", "redis_port", "redis_password", "redis_db", "redis_url", "retry_after", "retry_policy",
     "model_group_retry_policy", "context_window_fallbacks", "content_policy_fallbacks", "default_fallbacks",
     "max_fallbacks", "allowed_fails", "allowed_fails_policy", "cooldown_time", "disable_cooldowns",
+    "routing_strategy_args",
 }  # fmt: skip
 _ROUTER_IGNORED = {
-    "routing_strategy_args", "enable_pre_call_checks", "optional_pre_call_checks", "cache_kwargs",
+    "enable_pre_call_checks", "optional_pre_call_checks", "cache_kwargs",
     "enable_tag_filtering", "tag_filtering_match_any", "default_litellm_params", "default_max_parallel_requests",
     "provider_budget_config", "client_ttl", "caching_groups", "deployment_affinity_ttl_seconds",
     "ignore_invalid_deployments", "enable_health_check_routing", "enable_weighted_failover", "guardrail_list",

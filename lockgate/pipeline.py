@@ -276,7 +276,8 @@ async def run(
     )  # fmt: skip
     if gw.stores_prompts(req.principal):  # off unless asked for (lockgate.prompts)
         req.capture = PromptCapture(body, ex.dialect, ex.kind)
-    plan = gw.router.start(model, controls.num_retries, health=gw.health, budget=gw.retry_budget)
+    plan = gw.router.start(model, controls.num_retries, health=gw.health, budget=gw.retry_budget, stream=ex.stream,
+                           prompt_tokens=len(raw) // 4)  # fmt: skip
     gw.retry_budget.request()
     admitted = await _admit(gw, req, end_user_record, model, plan, len(raw), body)
     if not ex.stream:  # (a stream watches for the client itself, and counts what it relayed)
@@ -370,37 +371,42 @@ async def _attempts(
         call = Call(
             target.deployment, call_body, call_raw, ex.stream, gw.http, target.timeouts, ex.forward, gw.thinking
         )
-        started = time.perf_counter()
+        started, deployment_id = time.perf_counter(), target.deployment.id
+        gw.health.begin(deployment_id)
         try:
-            resp = await _attempt(gw, target, call, ex.kind)
+            try:
+                resp = await _attempt(gw, target, call, ex.kind)
+                if ex.stream:
+                    first, chunks = await _first_chunk(resp, target)
+            except GatewayError as error:
+                failure = classify(error)
+                gw.health.failed(deployment_id, failure.kind if failure.kind in FAILURE_KINDS else None,
+                                 failure.retry_after)  # fmt: skip
+                step = plan.after(failure)
+                if step is None:
+                    record.status, record.error_type = error.status, type(error).__name__
+                    gw.emit(record, req)
+                    raise
+                target, wait = step
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                continue
+            first_byte = time.perf_counter() - started if ex.stream else None
+            headers = _route_headers(target, attempt)
+            if notes:
+                headers.append((b"x-lockgate-notice", "; ".join(notes).encode("latin-1", "replace")))
             if ex.stream:
-                first, chunks = await _first_chunk(resp, target)
-        except GatewayError as error:
-            failure = classify(error)
-            gw.health.failed(target.deployment.id, failure.kind if failure.kind in FAILURE_KINDS else None,
-                             failure.retry_after)  # fmt: skip
-            step = plan.after(failure)
-            if step is None:
-                record.status, record.error_type = error.status, type(error).__name__
-                gw.emit(record, req)
-                raise
-            target, wait = step
-            if wait > 0:
-                await asyncio.sleep(wait)
-            continue
-        first_byte = time.perf_counter() - started if ex.stream else None
-        headers = _route_headers(target, attempt)
-        if notes:
-            headers.append((b"x-lockgate-notice", "; ".join(notes).encode("latin-1", "replace")))
-        if ex.stream:
-            stages = _stages(gw, ex, upstream, model, strip_usage=inject and not ex.wants_usage)
-            if req.capture is not None:
-                stages.append(req.capture.stream_stage(ex.dialect))
-            await _relay_stream(gw, req, resp, first, chunks, headers, record, stages, ex.dialect, target)
-        else:
-            await _relay_body(gw, req, resp, headers, record, ex.dialect if translated else None, model, target)
-        _report(gw, target, record, time.perf_counter() - started, first_byte)
-        return
+                stages = _stages(gw, ex, upstream, model, strip_usage=inject and not ex.wants_usage)
+                if req.capture is not None:
+                    stages.append(req.capture.stream_stage(ex.dialect))
+                await _relay_stream(gw, req, resp, first, chunks, headers, record, stages, ex.dialect, target)
+            else:
+                await _relay_body(gw, req, resp, headers, record, ex.dialect if translated else None, model, target)
+            _report(gw, target, record, time.perf_counter() - started, first_byte)
+            return
+        finally:
+            used = (record.usage or {}).get("total_tokens") if record.deployment_id == deployment_id else 0
+            gw.health.end(deployment_id, used if isinstance(used, int) else 0)
 
 
 def _certainly_too_long(target: Target, body: dict[str, Any], size: int) -> bool:

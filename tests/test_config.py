@@ -353,7 +353,7 @@ def test_warnings_for_unimplemented_and_unknown_keys_carry_lines() -> None:
         ("litellm_settings.drop_param", 16, "ignored: unknown key (did you mean 'drop_params'?)"),
         ("litellm_settings.callbacks", 17, NOT_IMPLEMENTED),
         ("router_settings.num_retry", 20, "ignored: unknown key (did you mean 'num_retries'?)"),
-        ("router_settings.routing_strategy", 21, "ignored: 'least-busy' is not implemented yet; using simple-shuffle"),
+        ("router_settings.routing_strategy", 21, "ignored: 'lar1' is not implemented yet; using simple-shuffle"),
         ("router_settings.failover", 22, NOT_IMPLEMENTED),
         ("model_list[0].litellm_params.tags", 6, NOT_IMPLEMENTED),
     }

@@ -132,6 +132,10 @@ class _State:
     degraded_since: float | None = None
     degraded_why: str = ""
     picks: int = 0
+    inflight: int = 0  # attempts under way (least-busy)
+    minute: list[int] = field(default_factory=lambda: [0] * 60)  # tokens per second of the last minute
+    requests: list[int] = field(default_factory=lambda: [0] * 60)  # requests per second of the last minute
+    stamps: list[int] = field(default_factory=lambda: [0] * 60)  # the second each slot holds
 
 
 class Health:
@@ -240,6 +244,53 @@ class Health:
                 state.degraded_since, state.degraded_why = now, why
         elif worst < 0.8:
             state.degraded_since, state.degraded_why = None, ""
+
+    # --- load (for the routing strategies) ---------------------------------------------------------------
+
+    def begin(self, deployment_id: str) -> None:
+        """An attempt at the deployment starts (least-busy counts them; usage-based counts the request)."""
+        state = self._state(deployment_id)
+        state.inflight += 1
+        self._count(state, 1, 0)
+
+    def end(self, deployment_id: str, tokens: int = 0) -> None:
+        """The attempt is over, having used ``tokens`` (usage-based counts them)."""
+        state = self._states.get(deployment_id)
+        if state is not None:
+            state.inflight = max(0, state.inflight - 1)
+            if tokens > 0:
+                self._count(state, 0, tokens)
+
+    def _count(self, state: _State, requests: int, tokens: int) -> None:
+        second = int(self._clock())
+        slot = second % 60
+        if state.stamps[slot] != second:
+            state.stamps[slot], state.requests[slot], state.minute[slot] = second, 0, 0
+        state.requests[slot] += requests
+        state.minute[slot] += tokens
+
+    def inflight(self, deployment_id: str) -> int:
+        state = self._states.get(deployment_id)
+        return 0 if state is None else state.inflight
+
+    def usage(self, deployment_id: str) -> tuple[int, int]:
+        """(requests, tokens) the deployment served in the last 60 s, as this instance saw them."""
+        state = self._states.get(deployment_id)
+        if state is None:
+            return 0, 0
+        since = int(self._clock()) - 59
+        live = [i for i in range(60) if state.stamps[i] >= since]
+        return sum(state.requests[i] for i in live), sum(state.minute[i] for i in live)
+
+    def latency(self, deployment_id: str, *, stream: bool, prompt_tokens: int) -> float | None:
+        """The recent time to first token (streams) or whole latency (else, short answers) of requests of this
+        size at the deployment; None before it has served one."""
+        state = self._states.get(deployment_id)
+        if state is None:
+            return None
+        size = _size_bucket(prompt_tokens)
+        avg = state.shapes.get(("ttft", size, 0) if stream else ("latency", size, 0))
+        return None if avg is None else avg.fast
 
     # --- questions ---------------------------------------------------------------------------------------
 

@@ -98,6 +98,8 @@ class Plan:
         health: Health | None = None,
         budget: RetryBudget | None = None,
         rng: random.Random | None = None,
+        stream: bool = False,
+        prompt_tokens: int = 0,
     ) -> None:
         self._router = router
         self._retries = num_retries
@@ -105,6 +107,7 @@ class Plan:
         self._health = health
         self._budget = budget
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._stream, self._prompt_tokens = stream, prompt_tokens
         self.group = router.resolve(model)
         self._origin = self.group  # whose fallbacks apply (a fallback group's own fallbacks do not chain)
         self._groups_seen = {self.group}
@@ -116,7 +119,7 @@ class Plan:
         self.attempts = 1
 
     def _ranked(self, targets: Sequence[Target]) -> list[Target]:
-        ordered = self._router.order(targets)
+        ordered = self._router.order(targets, self._health, stream=self._stream, prompt_tokens=self._prompt_tokens)
         if self._health is not None:
             ordered = self._health.rank(ordered, _deployment_id)
         return ordered

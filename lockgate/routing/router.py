@@ -8,6 +8,7 @@ first byte reaches the client.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -92,6 +93,8 @@ class Router:
         self._rng = rng or random.Random()  # noqa: S311 - load balancing, not security
         self._retries = settings.num_retries
         self._resilience = settings.resilience
+        self._strategy = settings.routing_strategy
+        self._latency_buffer = settings.lowest_latency_buffer
         self._catalog = catalog
         self._refuse_unpriced = settings.unpriced == "refuse"
         self._specialised: dict[tuple[str, str], Target] = {}  # (deployment id, wildcard part) -> target
@@ -171,7 +174,9 @@ class Router:
         self._specialised[(target.deployment.id, part)] = specialised
         return specialised
 
-    def _order(self, targets: tuple[Target, ...]) -> list[Target]:
+    def _order(
+        self, targets: tuple[Target, ...], health: Health | None = None, stream: bool = False, prompt_tokens: int = 0
+    ) -> list[Target]:
         if len(targets) == 1:
             return list(targets)
         tiers: dict[int, list[Target]] = {}
@@ -180,11 +185,35 @@ class Router:
         ordered: list[Target] = []
         for tier in sorted(tiers):
             pool = tiers[tier]
-            while pool:  # weighted sampling without replacement
-                weights = [max(_weight(t), 1e-9) for t in pool]
-                pick = self._rng.choices(range(len(pool)), weights)[0]
-                ordered.append(pool.pop(pick))
+            if health is None or self._strategy == "simple-shuffle" or len(pool) == 1:
+                while pool:  # weighted sampling without replacement
+                    weights = [max(_weight(t), 1e-9) for t in pool]
+                    pick = self._rng.choices(range(len(pool)), weights)[0]
+                    ordered.append(pool.pop(pick))
+            else:
+                ordered.extend(self._by_strategy(pool, health, stream, prompt_tokens))
         return ordered
+
+    def _by_strategy(self, pool: list[Target], health: Health, stream: bool, prompt_tokens: int) -> list[Target]:
+        """One ``order`` tier sorted by the routing strategy (ties in random order)."""
+        self._rng.shuffle(pool)
+        if self._strategy == "least-busy":
+            return sorted(pool, key=lambda t: health.inflight(t.deployment.id))
+        if self._strategy == "cost-based-routing":
+            return sorted(pool, key=_price)
+        if self._strategy.startswith("usage-based-routing"):
+            return sorted(pool, key=lambda t: _load(t, health))
+        # latency-based-routing: the fastest for requests like this one; one never measured is tried first (so it
+        # gets measured); those within lowest_latency_buffer of the fastest share the load at random
+        measured = [(health.latency(t.deployment.id, stream=stream, prompt_tokens=prompt_tokens), t) for t in pool]
+        unknown = [t for seconds, t in measured if seconds is None]
+        known = sorted(((seconds, t) for seconds, t in measured if seconds is not None), key=lambda pair: pair[0])
+        if known and self._latency_buffer > 0:
+            best = known[0][0]
+            close = [t for seconds, t in known if seconds <= best * (1 + self._latency_buffer)]
+            self._rng.shuffle(close)
+            return [*unknown, *close, *(t for seconds, t in known if seconds > best * (1 + self._latency_buffer))]
+        return [*unknown, *(t for _, t in known)]
 
     def eligible(self, name: str, *, missing_ok: bool = False) -> tuple[Target, ...]:
         """The targets of group ``name`` that may serve (with ``lockgate.unpriced: refuse``, the priced ones).
@@ -207,20 +236,24 @@ class Router:
                 )
         return targets
 
-    def order(self, targets: Sequence[Target]) -> list[Target]:
-        """``targets`` in the order to try them: ``order`` tiers first, weighted random within a tier."""
-        return self._order(tuple(targets))
+    def order(
+        self, targets: Sequence[Target], health: Health | None = None, *, stream: bool = False, prompt_tokens: int = 0
+    ) -> list[Target]:
+        """``targets`` in the order to try them: ``order`` tiers first, then within a tier the routing strategy
+        (simple-shuffle: weighted random; the others need ``health``'s measurements)."""
+        return self._order(tuple(targets), health, stream, prompt_tokens)
 
     def fallbacks_of(self, group: str) -> tuple[str, ...]:
         return self._fallbacks.get(group, ())
 
     def start(
         self, model: str, num_retries: int | None = None, *, health: Health | None = None,
-        budget: RetryBudget | None = None,
+        budget: RetryBudget | None = None, stream: bool = False, prompt_tokens: int = 0,
     ) -> Plan:  # fmt: skip
-        """The plan of one request for ``model`` (see :mod:`lockgate.routing.plan`)."""
+        """The plan of one request for ``model`` (see :mod:`lockgate.routing.plan`); ``stream`` and
+        ``prompt_tokens`` describe the request for latency-based routing."""
         retries = self._retries if num_retries is None else num_retries
-        return Plan(self, model, retries, self._resilience, health, budget, self._rng)
+        return Plan(self, model, retries, self._resilience, health, budget, self._rng, stream, prompt_tokens)
 
     def plan(self, model: str, num_retries: int | None = None) -> Iterator[Target]:
         """Every target a request would try if each attempt failed with a server error: the group with its
@@ -229,6 +262,21 @@ class Router:
         yield plan.current
         while (step := plan.after(Failure("server"))) is not None:
             yield step[0]
+
+
+def _price(target: Target) -> float:
+    """What a token costs at the deployment (input and output prices added; unpriced last)."""
+    rates = pricing.rates_for(target.prices, 0)
+    return math.inf if rates is None else rates.input + rates.output
+
+
+def _load(target: Target, health: Health) -> float:
+    """How much of its rpm / tpm the deployment used in the last minute (its raw token count without limits)."""
+    requests, tokens = health.usage(target.deployment.id)
+    d = target.deployment
+    if d.rpm or d.tpm:
+        return max(requests / d.rpm if d.rpm else 0.0, tokens / d.tpm if d.tpm else 0.0)
+    return float(tokens)
 
 
 def _weight(target: Target) -> float:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 
 from lockgate.config import parse_settings
 from lockgate.errors import ModelNotFound, PermissionDenied
+from lockgate.routing.health import Health
 from lockgate.routing.router import Router
 
 
@@ -169,3 +171,84 @@ def test_unpriced_takes_warn_or_refuse() -> None:
 
     with pytest.raises(ConfigError, match=r"lockgate\.unpriced"):
         parse_settings({"model_list": [dep("a", "openai/x")], "lockgate": {"unpriced": "ignore"}}, {})
+
+
+def strategy_router(strategy: str, model_list: list[dict[str, object]], **args: object) -> Router:
+    router_settings: dict[str, object] = {"routing_strategy": strategy}
+    if args:
+        router_settings["routing_strategy_args"] = args
+    return Router(parse_settings({"model_list": model_list, "router_settings": router_settings}, {}), random.Random(5))
+
+
+def firsts(r: Router, health: Health, n: int = 200, **request: Any) -> Counter[str]:
+    return Counter(r.order(r.group("g"), health, **request)[0].deployment.upstream_model for _ in range(n))
+
+
+def test_least_busy_takes_the_deployment_with_fewest_attempts_under_way() -> None:
+    r = strategy_router("least-busy", [dep("g", "openai/a"), dep("g", "openai/b"), dep("g", "openai/c")])
+    health = Health()
+    ids = {t.deployment.upstream_model: t.deployment.id for t in r.group("g")}
+    for name, busy in (("a", 3), ("b", 1), ("c", 2)):
+        for _ in range(busy):
+            health.begin(ids[name])
+    assert firsts(r, health) == {"b": 200}
+    for _ in range(3):
+        health.end(ids["a"])
+    assert firsts(r, health) == {"a": 200}
+
+
+def test_latency_based_routing_prefers_the_fastest_for_requests_of_this_size() -> None:
+    r = strategy_router("latency-based-routing", [dep("g", "openai/a"), dep("g", "openai/b")])
+    health = Health()
+    a, b = (t.deployment.id for t in sorted(r.group("g"), key=lambda t: t.deployment.upstream_model))
+    assert set(firsts(r, health)) == {"a", "b"}  # nothing measured: either, at random
+    health.succeeded(a, latency=1.0, ttft=0.2, prompt_tokens=100)
+    assert firsts(r, health, stream=True) == {"b": 200}  # never measured: tried first, to be measured
+    health.succeeded(b, latency=1.0, ttft=0.9, prompt_tokens=100)
+    health.succeeded(b, latency=1.0, ttft=0.1, prompt_tokens=50_000)  # fast on long prompts: another shape
+    health.succeeded(a, latency=3.0, ttft=2.0, prompt_tokens=50_000)
+    assert firsts(r, health, stream=True, prompt_tokens=100) == {"a": 200}
+    assert firsts(r, health, stream=True, prompt_tokens=50_000) == {"b": 200}
+
+
+def test_latency_buffer_shares_the_load_among_the_nearly_fastest() -> None:
+    r = strategy_router(
+        "latency-based-routing", [dep("g", "openai/a"), dep("g", "openai/b")], lowest_latency_buffer=0.5
+    )
+    health = Health()
+    a, b = (t.deployment.id for t in sorted(r.group("g"), key=lambda t: t.deployment.upstream_model))
+    health.succeeded(a, latency=1.0, ttft=0.2)
+    health.succeeded(b, latency=1.0, ttft=0.25)
+    shares = firsts(r, health, stream=True)
+    assert shares["a"] > 50 and shares["b"] > 50
+
+
+def test_usage_based_routing_takes_the_deployment_with_most_headroom() -> None:
+    r = strategy_router("usage-based-routing-v2", [dep("g", "openai/a", tpm=1000), dep("g", "openai/b", tpm=10_000)])
+    health = Health()
+    a, b = (t.deployment.id for t in sorted(r.group("g"), key=lambda t: t.deployment.upstream_model))
+    health.begin(a)
+    health.end(a, 100)  # 10 % of a's tpm
+    health.begin(b)
+    health.end(b, 5000)  # 50 % of b's
+    assert firsts(r, health) == {"a": 200}
+    assert health.usage(a) == (1, 100)
+
+
+def test_cost_based_routing_takes_the_cheapest_and_unpriced_last() -> None:
+    r = strategy_router("cost-based-routing", [
+        dep("g", "openai/dear", model_info={"input_cost_per_token": 5e-6, "output_cost_per_token": 2e-5}),
+        dep("g", "openai/cheap", model_info={"input_cost_per_token": 1e-7, "output_cost_per_token": 4e-7}),
+        dep("g", "openai/unknown"),
+    ])  # fmt: skip
+    order = [t.deployment.upstream_model for t in r.order(r.group("g"), Health())]
+    assert order == ["cheap", "dear", "unknown"]
+
+
+def test_strategies_work_within_order_tiers() -> None:
+    r = strategy_router("least-busy", [dep("g", "openai/a", order=1), dep("g", "openai/b", order=2)])
+    health = Health()
+    a = next(t.deployment.id for t in r.group("g") if t.deployment.upstream_model == "a")
+    for _ in range(5):
+        health.begin(a)
+    assert firsts(r, health) == {"a": 200}  # busier, but the first tier
