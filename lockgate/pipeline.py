@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -168,11 +169,16 @@ def prepare(
     allowed: frozenset[str] | None,
     inject_usage: bool,
     translated: bool = False,
+    notes: list[str] | None = None,
+    lenient: bool = False,
 ) -> tuple[dict[str, Any], bytes | None]:
     """The body for one target: upstream model, defaults, unsupported fields dropped or refused.
 
     Returns the body and, when nothing had to change, the client's bytes to send as they are. Fields a
-    translation produced are dropped quietly when the upstream does not take them."""
+    translation produced are dropped quietly when the upstream does not take them; ``lenient`` (a fallback, which
+    the client did not choose): a field the target lacks is dropped rather than refused. Prompt-caching markers
+    and reasoning history are taken off for an OpenAI-dialect upstream whose ``model_info`` does not claim
+    ``supports_prompt_caching`` / ``supports_reasoning``. What was dropped is said in ``notes``."""
     deployment = target.deployment
     out = body
     changed = controls.changed or translated
@@ -181,7 +187,10 @@ def prepare(
         ok = key in allowed if allowed is not None else target.provider.accepts_chat_field(deployment, key)
         if ok:
             continue
-        if not drop:
+        if not drop and lenient:
+            if notes is not None:
+                notes.append(f"dropped '{key}': not supported by {deployment.model_name}")
+        elif not drop:
             raise BadRequest(
                 f"Unsupported parameter '{key}' for model '{body.get('model')}' ({target.provider.name}). "
                 "Remove it, or set drop_params: true to drop unsupported parameters.",
@@ -206,9 +215,66 @@ def prepare(
         options = out.get("stream_options")
         out["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         changed = True
+    if allowed is None and target.provider.dialect == "openai":
+        stripped = _strip_features(out, raw, deployment.model_info, target.provider.passes_cache_control)
+        if stripped is not None:
+            out, dropped = stripped
+            changed = True
+            said = f"dropped {' and '.join(dropped)}: {deployment.model_name} does not support it"
+            if notes is not None and said not in notes:
+                notes.append(said)
     if allowed is None and (adapted := target.provider.adapt(out, deployment)) is not None:
         out, changed = adapted, True
     return out, (None if changed or raw is None else raw)
+
+
+_FEATURES = (  # (model_info flag, what it is called in a notice, message keys, content-part keys)
+    ("supports_prompt_caching", "cache_control", ("cache_control",), ("cache_control",)),
+    ("supports_reasoning", "thinking history", ("thinking_blocks", "reasoning_content"), ()),
+)
+
+
+def _strip_features(
+    body: dict[str, Any], raw: bytes | None, model_info: Mapping[str, Any], passes_cache_control: bool
+) -> tuple[dict[str, Any], list[str]] | None:
+    """``body`` without the features (LiteLLM's extension fields in messages and tools) the deployment does not
+    claim to support, and their names; None when there was nothing to take off."""
+    wanted = [
+        f for f in _FEATURES
+        if model_info.get(f[0]) is not True and not (passes_cache_control and f[1] == "cache_control")
+    ]  # fmt: skip
+    if not wanted or (raw is not None and not any(k.encode() in raw for f in wanted for k in (*f[2], *f[3]))):
+        return None
+    messages, tools = body.get("messages"), body.get("tools")
+    dropped: list[str] = []
+    new_messages: list[Any] = []
+    for message in messages if isinstance(messages, list) else ():
+        if isinstance(message, dict):
+            message = _without(message, wanted, dropped, part=False)
+            content = message.get("content")
+            if isinstance(content, list):
+                parts = [_without(p, wanted, dropped, part=True) if isinstance(p, dict) else p for p in content]
+                if any(a is not b for a, b in zip(parts, content, strict=True)):
+                    message = {**message, "content": parts}
+        new_messages.append(message)
+    new_tools = [_without(t, wanted, dropped, part=True) if isinstance(t, dict) else t for t in tools] if isinstance(
+        tools, list) else None  # fmt: skip
+    if not dropped:
+        return None
+    out = {**body, "messages": new_messages} if isinstance(messages, list) else dict(body)
+    if new_tools is not None:
+        out["tools"] = new_tools
+    return out, sorted(set(dropped))
+
+
+def _without(item: dict[str, Any], wanted: list[Any], dropped: list[str], *, part: bool) -> dict[str, Any]:
+    keys = [k for f in wanted for k in (f[3] if part else f[2]) if k in item]
+    if not keys:
+        return item
+    for f in wanted:
+        if any(k in item for k in (f[3] if part else f[2])):
+            dropped.append(f[1])
+    return {k: v for k, v in item.items() if k not in keys}
 
 
 def _route_headers(target: Target, attempts: int) -> list[tuple[bytes, bytes]]:
@@ -364,7 +430,7 @@ async def _attempts(
         allowed = EMBEDDING_FIELDS if ex.kind == "embeddings" else None
         call_body, call_raw = prepare(
             source, None if translated else raw, target, controls, allowed=allowed, inject_usage=inject,
-            translated=translated,
+            translated=translated, notes=(said := list(notes)), lenient=plan.group != plan.origin,
         )  # fmt: skip
         record.attempts, record.deployment_id, record.provider = attempt, target.deployment.id, target.provider.name
         record.model_group = target.deployment.model_name
@@ -393,8 +459,8 @@ async def _attempts(
                 continue
             first_byte = time.perf_counter() - started if ex.stream else None
             headers = _route_headers(target, attempt)
-            if notes:
-                headers.append((b"x-lockgate-notice", "; ".join(notes).encode("latin-1", "replace")))
+            if said:  # what this answer's request lost on the way (translation, features the deployment lacks)
+                headers.append((b"x-lockgate-notice", "; ".join(said).encode("latin-1", "replace")))
             if ex.stream:
                 stages = _stages(gw, ex, upstream, model, strip_usage=inject and not ex.wants_usage)
                 if req.capture is not None:

@@ -107,6 +107,10 @@ class Provider(ABC):
     """Request fields this upstream accepts beyond OpenAI's."""
     supports_embeddings: bool = True
     supports_stream_usage: bool = True
+    passes_cache_control: bool = False
+    """An OpenAI-dialect upstream that takes Anthropic-style ``cache_control`` markers in messages (OpenRouter,
+    which hands them to Anthropic); for the others they are taken off unless ``model_info`` claims
+    ``supports_prompt_caching``."""
     """Whether the upstream honours ``stream_options.include_usage``."""
 
     def __init__(self) -> None:

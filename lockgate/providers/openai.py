@@ -42,8 +42,10 @@ class OpenAICompatible(Provider):
         append_v1: bool = False,
         supports_embeddings: bool = True,
         supports_stream_usage: bool = True,
+        passes_cache_control: bool = False,
     ) -> None:
         self.name = name
+        self.passes_cache_control = passes_cache_control
         self.default_api_base = default_api_base
         self.requires_api_base = default_api_base is None
         self.extra_chat_fields = extra_chat_fields
@@ -121,6 +123,7 @@ FAMILY: tuple[OpenAICompatible, ...] = (
         extra_chat_fields=frozenset(
             {"transforms", "models", "route", "provider", "reasoning", "usage", "plugins", "top_k", "min_p"}
         ),
+        passes_cache_control=True,
     ),
     OpenAICompatible(
         "together_ai",

@@ -109,7 +109,7 @@ class Plan:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._stream, self._prompt_tokens = stream, prompt_tokens
         self.group = router.resolve(model)
-        self._origin = self.group  # whose fallbacks apply (a fallback group's own fallbacks do not chain)
+        self.origin = self.group  # whose fallbacks apply (a fallback group's own fallbacks do not chain)
         self._groups_seen = {self.group}
         self._fallbacks_used = 0
         self._order: list[Target] = self._ranked(router.eligible(self.group))
@@ -140,14 +140,14 @@ class Plan:
                 if failure.kind == "context_window"
                 else self._policy.content_policy_fallbacks
             )
-            return self._fall_back(table.get(self._origin, ()))
+            return self._fall_back(table.get(self.origin, ()))
         self._tried.append(self.current.deployment.id)
         self._tries += 1
         if self._tries <= self._retries_for(failure.kind) and self._draw():
             retry = self._retry(failure)
             if retry is not None:
                 return retry
-        return self._fall_back(self._router.fallbacks_of(self._origin) or self._policy.default_fallbacks)
+        return self._fall_back(self._router.fallbacks_of(self.origin) or self._policy.default_fallbacks)
 
     def _retries_for(self, kind: str) -> int:
         policy = self._policy.group_retry_policy.get(self.group, self._policy.retry_policy)

@@ -17,11 +17,11 @@ from tests.fakes.openai_upstream import FakeOpenAI
 from tests.support import MASTER_KEY, GatewayProcess
 
 
-def deployment(group: str, model: str, info: str = "", **params: Any) -> str:
+def deployment(group: str, model: str, info: str = "", provider: str = "openai", **params: Any) -> str:
     extra = "".join(f", {k}: {v}" for k, v in params.items())
     return (
         f"  - model_name: {group}\n"
-        f"    litellm_params: {{model: openai/{model}, api_base: 'FAKE/v1', api_key: {UPSTREAM_KEY}{extra}}}\n"
+        f"    litellm_params: {{model: {provider}/{model}, api_base: 'FAKE/v1', api_key: {UPSTREAM_KEY}{extra}}}\n"
         f"    model_info: {{id: {model}{info}}}\n"
     )
 
@@ -44,11 +44,13 @@ CONFIG = (
     + deployment("broken", "x-b", order=2)
     + deployment("spare", "spare")
     + deployment("tiny", "tiny", ", max_input_tokens: 100")
+    + deployment("thinker", "ds-a", ", supports_prompt_caching: true", provider="deepseek")
+    + deployment("plain", "gpt-b")
     + """router_settings:
   num_retries: 1
   allowed_fails: 1
   cooldown_time: 2
-  fallbacks: [{broken: [spare]}]
+  fallbacks: [{broken: [spare]}, {thinker: [plain]}]
   context_window_fallbacks: [{small: [large]}, {tiny: [large]}]
   content_policy_fallbacks: [{strict: [lenient]}]
 lockgate:
@@ -225,3 +227,23 @@ def test_background_health_checks_cool_down_a_failing_deployment(fake_openai: Fa
         assert answer.headers["x-lockgate-deployment"] == "bg-b"  # cooled down by the check, not by a client
         latest = httpx.get(gw.url + "/health", headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10).json()
         assert "checked_at" in latest and latest["healthy_count"] + latest["unhealthy_count"] == 2
+
+
+def test_a_fallback_without_a_feature_gets_the_request_without_it(
+    gateway: GatewayProcess, fake_openai: FakeOpenAI
+) -> None:
+    """Cline's prompt-caching markers and a thinking parameter, on a request whose model fails over to one that
+    supports neither: the fallback gets the request without them, and the answer says what was dropped."""
+    fake_openai.script("ds-a", "status-500", "status-500")  # and its retry
+    marked = [{"role": "system", "content": [{"type": "text", "text": "rules", "cache_control": {"type": "ephemeral"}}]},
+              {"role": "user", "content": "hi"}]  # fmt: skip
+    answer = chat(gateway, "thinker", messages=marked, thinking={"type": "enabled"})
+    assert answer.status_code == 200 and answer.headers["x-lockgate-deployment"] == "gpt-b", answer.text
+    notice = answer.headers["x-lockgate-notice"]
+    assert "dropped 'thinking'" in notice and "dropped cache_control" in notice, notice
+    tried, served = [r.json for r in fake_openai.requests if r.json.get("model") in ("ds-a", "gpt-b")][-2:]
+    assert tried["model"] == "ds-a" and tried["thinking"] and "cache_control" in tried["messages"][0]["content"][0]
+    assert served["model"] == "gpt-b" and "thinking" not in served
+    assert served["messages"][0]["content"] == [{"type": "text", "text": "rules"}]
+    direct = chat(gateway, "plain", thinking={"type": "enabled"})  # asked for directly: refused, as before
+    assert direct.status_code == 400 and direct.json()["error"]["param"] == "thinking"
