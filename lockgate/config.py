@@ -148,6 +148,9 @@ class Resilience:
     degraded (tried after the healthy ones)."""
     slo_ttft: float | None = None
     """``lockgate.slo_ttft``: seconds; a deployment whose recent time to first token is above it is degraded."""
+    hedge_after: float | None = None
+    """``lockgate.hedge_after``: seconds without an answer (a stream's first bytes) after which a second attempt
+    goes to another deployment of the group; the first to answer wins, the other is cancelled. Off by default."""
     stream_idle_timeout: float | None = None
     """``lockgate.stream_idle_timeout``: the longest gap between two chunks of a stream (default: the total
     timeout)."""
@@ -779,6 +782,7 @@ def _resilience(
         disable_cooldowns=check.boolean(disable or False, disable_path),
         degrade_factor=max(1.1, number("degrade_factor", 3.0, section="lockgate")),
         slo_ttft=number("slo_ttft", None, section="lockgate"),
+        hedge_after=number("hedge_after", None, section="lockgate"),
         stream_idle_timeout=number("stream_idle_timeout", None, section="lockgate"),
     )
 

@@ -119,7 +119,7 @@ _STRATEGIES = {
 _LOCKGATE = {
     "max_request_size_mb", "shutdown_grace_seconds", "connect_timeout", "upstream_pool_size", "sqlite_path",
     "model_api_base_allow", "instances", "budgets_fail_open", "default_max_output_tokens", "price_file",
-    "unpriced", "prompt_retention", "retry_budget", "degrade_factor", "slo_ttft",
+    "unpriced", "prompt_retention", "retry_budget", "degrade_factor", "slo_ttft", "hedge_after",
     "stream_idle_timeout",
 }  # fmt: skip
 

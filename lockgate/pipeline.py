@@ -15,10 +15,11 @@ stream event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -405,6 +406,28 @@ def _end_user_id(body: dict[str, Any]) -> str | None:
     return user[:256] if isinstance(user, str) and user else None
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """One attempt, ready to send: its target, the call, and how its answer is to be relayed."""
+
+    target: Target
+    call: Call
+    upstream: Dialect
+    translated: bool
+    inject: bool  # include_usage was added for the gateway's sake
+    said: list[str]  # what the request lost on its way to this target (x-lockgate-notice)
+
+
+@dataclass(slots=True)
+class _Opened:
+    """An attempt that answered: its response and, for a stream, the first bytes (read before the client sees
+    anything) and the rest."""
+
+    resp: UpstreamResponse
+    first: bytes = b""
+    chunks: Any = None
+
+
 async def _attempts(
     gw: Gateway, req: Request, body: dict[str, Any], raw: bytes, model: str, controls: Controls, ex: Exchange,
     record: RequestRecord, plan: Plan,
@@ -413,15 +436,9 @@ async def _attempts(
         await gw.thinking.prefetch(_signed_texts(body))  # signatures another instance may have returned
     translations: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
-    target = plan.current
-    while True:
-        if _certainly_too_long(target, body, len(raw)):  # straight to a larger model, if there is one
-            step = plan.after(Failure("context_window"))
-            if step is not None:
-                target = step[0]
-                continue
-        attempt = plan.attempts
-        upstream = target.provider.dialect if ex.kind == "chat" else "openai"
+
+    def prepared(target: Target) -> _Prepared:
+        upstream: Dialect = target.provider.dialect if ex.kind == "chat" else "openai"
         translated = upstream != ex.dialect
         if translated and upstream not in translations:
             translations[upstream] = _translate(gw, body, ex.dialect, upstream, notes)
@@ -432,47 +449,128 @@ async def _attempts(
             source, None if translated else raw, target, controls, allowed=allowed, inject_usage=inject,
             translated=translated, notes=(said := list(notes)), lenient=plan.group != plan.origin,
         )  # fmt: skip
-        record.attempts, record.deployment_id, record.provider = attempt, target.deployment.id, target.provider.name
-        record.model_group = target.deployment.model_name
         call = Call(
             target.deployment, call_body, call_raw, ex.stream, gw.http, target.timeouts, ex.forward, gw.thinking
         )
-        started, deployment_id = time.perf_counter(), target.deployment.id
-        gw.health.begin(deployment_id)
-        try:
-            try:
-                resp = await _attempt(gw, target, call, ex.kind)
-                if ex.stream:
-                    first, chunks = await _first_chunk(resp, target)
-            except GatewayError as error:
-                failure = classify(error)
-                gw.health.failed(deployment_id, failure.kind if failure.kind in FAILURE_KINDS else None,
-                                 failure.retry_after)  # fmt: skip
-                step = plan.after(failure)
-                if step is None:
-                    record.status, record.error_type = error.status, type(error).__name__
-                    gw.emit(record, req)
-                    raise
-                target, wait = step
-                if wait > 0:
-                    await asyncio.sleep(wait)
+        return _Prepared(target, call, upstream, translated, inject, said)
+
+    target = plan.current
+    hedge_after = gw.settings.resilience.hedge_after
+    while True:
+        if _certainly_too_long(target, body, len(raw)):  # straight to a larger model, if there is one
+            step = plan.after(Failure("context_window"))
+            if step is not None:
+                target = step[0]
                 continue
-            first_byte = time.perf_counter() - started if ex.stream else None
-            headers = _route_headers(target, attempt)
-            if said:  # what this answer's request lost on the way (translation, features the deployment lacks)
-                headers.append((b"x-lockgate-notice", "; ".join(said).encode("latin-1", "replace")))
+        attempt = prepared(target)
+        record.attempts, record.deployment_id = plan.attempts, target.deployment.id
+        record.provider, record.model_group = target.provider.name, target.deployment.model_name
+        started = time.perf_counter()
+        try:
+            if hedge_after is not None and ex.kind == "chat":
+                opened, attempt = await _hedged(gw, plan, attempt, prepared, hedge_after, ex)
+                target = attempt.target
+                record.attempts, record.deployment_id, record.provider = (
+                    plan.attempts, target.deployment.id, target.provider.name)  # fmt: skip
+            else:
+                opened = await _open(gw, attempt, ex)
+        except GatewayError as error:
+            failure = classify(error)
+            step = plan.after(failure)
+            if step is None:
+                record.status, record.error_type = error.status, type(error).__name__
+                gw.emit(record, req)
+                raise
+            target, wait = step
+            if wait > 0:
+                await asyncio.sleep(wait)
+            continue
+        deployment_id = target.deployment.id
+        first_byte = time.perf_counter() - started if ex.stream else None
+        try:
+            headers = _route_headers(target, plan.attempts)
+            if attempt.said:  # what this answer's request lost on the way (translation, features it lacks)
+                headers.append((b"x-lockgate-notice", "; ".join(attempt.said).encode("latin-1", "replace")))
             if ex.stream:
-                stages = _stages(gw, ex, upstream, model, strip_usage=inject and not ex.wants_usage)
+                stages = _stages(gw, ex, attempt.upstream, model, strip_usage=attempt.inject and not ex.wants_usage)
                 if req.capture is not None:
                     stages.append(req.capture.stream_stage(ex.dialect))
-                await _relay_stream(gw, req, resp, first, chunks, headers, record, stages, ex.dialect, target)
+                await _relay_stream(gw, req, opened.resp, opened.first, opened.chunks, headers, record, stages,
+                                    ex.dialect, target)  # fmt: skip
             else:
-                await _relay_body(gw, req, resp, headers, record, ex.dialect if translated else None, model, target)
+                await _relay_body(gw, req, opened.resp, headers, record, ex.dialect if attempt.translated else None,
+                                  model, target)  # fmt: skip
             _report(gw, target, record, time.perf_counter() - started, first_byte)
             return
         finally:
-            used = (record.usage or {}).get("total_tokens") if record.deployment_id == deployment_id else 0
+            used = (record.usage or {}).get("total_tokens")
             gw.health.end(deployment_id, used if isinstance(used, int) else 0)
+
+
+async def _open(gw: Gateway, attempt: _Prepared, ex: Exchange) -> _Opened:
+    """Send one attempt and wait for its answer (a stream's first bytes); its health is told of a failure, and
+    of its start (the caller tells of its end once the answer is relayed)."""
+    deployment_id = attempt.target.deployment.id
+    gw.health.begin(deployment_id)
+    try:
+        resp = await _attempt(gw, attempt.target, attempt.call, ex.kind)
+        if not ex.stream:
+            return _Opened(resp)
+        first, chunks = await _first_chunk(resp, attempt.target)
+        return _Opened(resp, first, chunks)
+    except GatewayError as error:
+        failure = classify(error)
+        gw.health.failed(deployment_id, failure.kind if failure.kind in FAILURE_KINDS else None, failure.retry_after)
+        gw.health.end(deployment_id)
+        raise
+    except asyncio.CancelledError:  # the client left, or the other of a hedged pair answered first
+        gw.health.failed(deployment_id, None)
+        gw.health.end(deployment_id)
+        raise
+
+
+async def _hedged(
+    gw: Gateway, plan: Plan, attempt: _Prepared, prepared: Callable[[Target], _Prepared], delay: float, ex: Exchange
+) -> tuple[_Opened, _Prepared]:
+    """``lockgate.hedge_after``: no answer from ``attempt`` within ``delay`` seconds, a second attempt goes to
+    another deployment of the group; the first to answer wins and the other is cancelled (its connection closed).
+    A failure of one leaves the other to answer; both failing raise the first's error."""
+    first: asyncio.Future[_Opened] = asyncio.ensure_future(_open(gw, attempt, ex))
+    done, _ = await asyncio.wait({first}, timeout=delay)
+    other = None if done else plan.hedge()
+    if other is None:
+        return await first, attempt
+    second_attempt = prepared(other)
+    second: asyncio.Future[_Opened] = asyncio.ensure_future(_open(gw, second_attempt, ex))
+    which = {first: attempt, second: second_attempt}
+    pending: set[asyncio.Future[_Opened]] = {first, second}
+    winner: asyncio.Future[_Opened] | None = None
+    error: BaseException | None = None
+    try:
+        while pending and winner is None:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: f is not first):  # the first attempt wins a tie
+                exc = future.exception()
+                if exc is None and winner is None:
+                    winner = future
+                elif exc is None:  # answered in the same turn as the winner: not used
+                    future.result().resp.close()
+                    gw.health.end(which[future].target.deployment.id)
+                elif error is None or future is first:
+                    error = exc
+    finally:
+        for future in pending:
+            future.cancel()
+        for future in pending:
+            with contextlib.suppress(BaseException):  # (one that failed or was cancelled has told its health)
+                (await future).resp.close()  # answered as it was cancelled: not used
+                gw.health.end(which[future].target.deployment.id)
+    if winner is None:
+        plan.current = attempt.target  # both failed: the plan goes on from the first
+        assert error is not None
+        raise error
+    plan.current = which[winner].target
+    return winner.result(), which[winner]
 
 
 def _certainly_too_long(target: Target, body: dict[str, Any], size: int) -> bool:

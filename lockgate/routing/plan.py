@@ -130,6 +130,19 @@ class Plan:
         if self.current.deployment.id == deployment_id:
             self.current = other
 
+    def hedge(self) -> Target | None:
+        """Another deployment of the current group for a hedged attempt (one not tried yet, the healthiest), or
+        None when there is none or the retry budget is spent."""
+        others = [t for t in self._order if t.deployment.id != self.current.deployment.id
+                  and t.deployment.id not in self._tried]  # fmt: skip
+        if not others or not self._draw():
+            return None
+        if self._health is not None:
+            others = self._health.rank(others, _deployment_id)
+        self._tried.append(others[0].deployment.id)
+        self.attempts += 1
+        return others[0]
+
     def after(self, failure: Failure) -> tuple[Target, float] | None:
         """The next attempt and the seconds to wait before it, or None: the client gets this failure."""
         if failure.kind == "bad_request":

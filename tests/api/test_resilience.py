@@ -247,3 +247,22 @@ def test_a_fallback_without_a_feature_gets_the_request_without_it(
     assert served["messages"][0]["content"] == [{"type": "text", "text": "rules"}]
     direct = chat(gateway, "plain", thinking={"type": "enabled"})  # asked for directly: refused, as before
     assert direct.status_code == 400 and direct.json()["error"]["param"] == "thinking"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_hedging_takes_the_first_answer_and_cancels_the_other(fake_openai: FakeOpenAI, stream: bool) -> None:
+    config = (
+        "model_list:\n" + deployment("hedge", "h-a", order=1) + deployment("hedge", "h-b", order=2)
+        + "lockgate:\n  hedge_after: 0.2\n"
+    ).replace("FAKE", fake_openai.url)  # fmt: skip
+    with GatewayProcess(config) as gw:
+        fake_openai.script("h-a", "firstbyte-3000" if stream else "slow-3000")
+        started = time.monotonic()
+        answer = chat(gw, "hedge", stream=stream)
+        assert answer.status_code == 200 and answer.headers["x-lockgate-deployment"] == "h-b"
+        assert answer.headers["x-lockgate-attempts"] == "2" and time.monotonic() - started < 1.5
+        assert b"hello" in answer.content
+        fast = chat(gw, "hedge", stream=stream)  # answered within the delay: no second attempt
+        assert fast.headers["x-lockgate-deployment"] == "h-a" and fast.headers["x-lockgate-attempts"] == "1"
+        record = next(r for r in reversed(gw.records()) if r.get("request_id") == answer.headers["x-request-id"])
+        assert record["deployment_id"] == "h-b" and record["status"] == 200
