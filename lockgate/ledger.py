@@ -633,11 +633,20 @@ def ledger_values(
         record.stream,
         record.client_disconnected,
         record.route,
-        {"session_id": record.session_id} if record.session_id else {},
+        _metadata(record),
         None,
         None,
     ))  # fmt: skip
     return values if values is not None else ledger_row(record, principal)
+
+
+def _metadata(record: RequestRecord) -> dict[str, Any]:
+    """The row's metadata: the session, and ``unpriced`` when the request used tokens at a deployment without
+    prices (it counted $0: lockgate.unpriced)."""
+    metadata: dict[str, Any] = {"session_id": record.session_id} if record.session_id else {}
+    if record.cost is None and record.usage:
+        metadata["unpriced"] = True
+    return metadata
 
 
 def ledger_row(
@@ -684,7 +693,7 @@ def ledger_row(
         stream=record.stream,
         client_disconnected=record.client_disconnected,
         route=record.route,
-        metadata={"session_id": record.session_id} if record.session_id else {},
+        metadata=_metadata(record),
         messages=messages,
         response=response,
     )

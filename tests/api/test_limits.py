@@ -18,6 +18,7 @@ import openai
 import pytest
 import redis
 
+from lockgate.keys import hash_key
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.support import MASTER_KEY, GatewayProcess
 
@@ -303,6 +304,12 @@ def test_a_deployment_without_prices_is_said_once() -> None:
         said = [line for line in gw.logs().splitlines() if "has no prices" in line]
         assert 1 <= len(said) <= 2  # once per deployment that served, however many requests it served
         assert len({line.split("deployment ")[1].split()[0] for line in said}) == len(said)
+        deadline, rows = time.monotonic() + 5, []
+        while len(rows) < 4 and time.monotonic() < deadline:  # the ledger writes within a second or so
+            rows = admin(gw, "/spend/logs", api_key=hash_key(key)).json()
+            time.sleep(0.1)
+        flagged = sorted(bool(row["metadata"].get("unpriced")) for row in rows)
+        assert flagged == [False, True, True, True]  # each request at the unpriced deployment says it counted $0
 
 
 def test_unpriced_refuse_refuses_in_each_dialect_and_serves_the_priced() -> None:
