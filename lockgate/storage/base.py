@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -303,6 +303,10 @@ class SpendLogRow:
 
 SPEND_LOG_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SpendLogRow))
 
+Charge = tuple[tuple[SpendDelta, ...], tuple[tuple[str, str, float], ...]]
+"""What one ledger row's request adds to spend, applied with the row (``insert_spend_log_values``): budget window
+deltas and ``(kind, id, amount)`` owner spend, as :meth:`SpendStore.add_spend` takes them."""
+
 SpendLogValues = tuple[Any, ...]
 """A :class:`SpendLogRow` checked and converted by :func:`spend_log_values` into what the INSERT takes: its fields
 in ``SPEND_LOG_FIELDS`` order, ``started_at`` as UTC ISO text (``2026-03-01T12:00:00.000000+00:00``), ``cost`` /
@@ -491,10 +495,13 @@ class LedgerStore(Protocol):
         earlier in ``rows``): a replayed batch never doubles. How many were new. Any invalid row is a
         ``ValueError`` before any SQL runs (nothing is written)."""
 
-    async def insert_spend_log_values(self, rows: Sequence[SpendLogValues]) -> int:
+    async def insert_spend_log_values(
+        self, rows: Sequence[SpendLogValues], charges: Mapping[str, Charge] | None = None
+    ) -> int:
         """:meth:`insert_spend_logs` for rows that :func:`spend_log_values` has checked and converted already (they
         are not checked again): one transaction, a request_id already stored (or repeated) skipped, how many were
-        new."""
+        new. In the same transaction, each new row's ``charges[request_id]`` is added as :meth:`add_spend` adds
+        (a row stored already charges nothing, so a replay never charges twice, even from two instances)."""
 
     async def list_spend_logs(
         self,
@@ -754,6 +761,30 @@ def _check_amount(value: object) -> float:
     if not math.isfinite(amount) or amount < 0:
         raise ValueError("a spend amount must be a finite number >= 0")
     return amount
+
+
+def charges_of(rows: Sequence[SpendLogValues], charges: Mapping[str, Charge] | None) -> dict[str, Charge]:
+    """The charges of ``rows`` (by request_id), each checked as :meth:`SpendStore.add_spend` checks its
+    arguments (``ValueError`` before any SQL runs); charges of request ids not among the rows are ignored."""
+    if not charges:
+        return {}
+    ids = {values[0] for values in rows}
+    found: dict[str, Charge] = {}
+    for request_id, charge in charges.items():
+        if request_id in ids:
+            check_spend(*charge)
+            found[request_id] = charge
+    return found
+
+
+def merge_charges(charges: Iterable[Charge]) -> tuple[list[tuple[str, str, float]], list[tuple[str, str, float]]]:
+    """Several rows' charges as one :meth:`SpendStore.add_spend` (summed, sorted: one lock order)."""
+    deltas: list[SpendDelta] = []
+    entities: list[tuple[str, str, float]] = []
+    for window_deltas, owner_spend in charges:
+        deltas.extend(window_deltas)
+        entities.extend(owner_spend)
+    return check_spend(deltas, entities)
 
 
 def check_spend(

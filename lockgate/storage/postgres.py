@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ import orjson
 
 from lockgate.storage.base import (
     SPEND_LOG_FIELDS,
+    Charge,
     Conflict,
     EndUserRecord,
     KeyRecord,
@@ -34,6 +35,7 @@ from lockgate.storage.base import (
     TeamRecord,
     UserRecord,
     apply_changes,
+    charges_of,
     check_id,
     check_ids,
     check_member,
@@ -46,6 +48,7 @@ from lockgate.storage.base import (
     check_window,
     json_text,
     later,
+    merge_charges,
     spend_log_values,
     utc_now,
 )
@@ -798,10 +801,7 @@ class PostgresStore:
             return
         now = utc_now()
         async with self._pool.acquire() as conn, conn.transaction():
-            if windows:
-                await conn.executemany(_ADD_WINDOW_SPEND, [(scope, wid, amount, now) for scope, wid, amount in windows])
-            for kind, record_id, amount in entities:
-                await conn.execute(_ADD_ENTITY_SPEND[kind], amount, record_id)
+            await _apply_spend(conn, windows, entities, now)
 
     async def window_spend(self, scope: str, window_id: str) -> float:
         check_window(scope, window_id)
@@ -823,13 +823,24 @@ class PostgresStore:
             raise ValueError("rows must be a sequence of SpendLogRow records")
         return await self.insert_spend_log_values([spend_log_values(row) for row in rows])
 
-    async def insert_spend_log_values(self, rows: Sequence[SpendLogValues]) -> int:
+    async def insert_spend_log_values(
+        self, rows: Sequence[SpendLogValues], charges: Mapping[str, Charge] | None = None
+    ) -> int:
+        charged = charges_of(rows, charges)
         columns = _spend_log_columns(rows)
         if not columns[0]:
             return 0
         async with self._pool.acquire() as conn, conn.transaction():
-            status: str = await conn.execute(_INSERT_SPEND_LOGS, *columns)
-        return int(status.rsplit(" ", 1)[-1])
+            if not charged:
+                status: str = await conn.execute(_INSERT_SPEND_LOGS, *columns)
+                return int(status.rsplit(" ", 1)[-1])
+            # RETURNING names exactly the rows this statement inserted: a row another instance stored first (a
+            # replay racing a replay) is not among them, so its charge is never added twice
+            inserted = await conn.fetch(_INSERT_SPEND_LOGS + " RETURNING request_id", *columns)
+            new = {row[0] for row in inserted}
+            windows, entities = merge_charges(charge for rid, charge in charged.items() if rid in new)
+            await _apply_spend(conn, windows, entities, utc_now())
+        return len(new)
 
     async def list_spend_logs(
         self,
@@ -888,3 +899,12 @@ class PostgresStore:
         async with self._pool.acquire() as conn, conn.transaction():
             status: str = await conn.execute(_CLEAR_CONTENT, before, after)
         return int(status.rsplit(" ", 1)[-1])
+
+
+async def _apply_spend(
+    conn: Any, windows: Sequence[tuple[str, str, float]], entities: Sequence[tuple[str, str, float]], now: datetime
+) -> None:
+    if windows:
+        await conn.executemany(_ADD_WINDOW_SPEND, [(scope, wid, amount, now) for scope, wid, amount in windows])
+    for kind, record_id, amount in entities:
+        await conn.execute(_ADD_ENTITY_SPEND[kind], amount, record_id)

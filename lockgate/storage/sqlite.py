@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ import orjson
 
 from lockgate.storage.base import (
     SPEND_LOG_FIELDS,
+    Charge,
     Conflict,
     EndUserRecord,
     KeyRecord,
@@ -37,6 +38,7 @@ from lockgate.storage.base import (
     TeamRecord,
     UserRecord,
     apply_changes,
+    charges_of,
     check_id,
     check_ids,
     check_member,
@@ -49,6 +51,7 @@ from lockgate.storage.base import (
     check_window,
     json_text,
     later,
+    merge_charges,
     spend_log_values,
     utc_now,
 )
@@ -190,6 +193,8 @@ _ADD_ENTITY_SPEND = {
 
 # The spend ledger. Columns in SpendLogRow's field order (SPEND_LOG_FIELDS). The list and report statements are
 # assembled from the constants here: which filters are set picks fragments; no value is ever part of the text.
+_IN_CHUNK = 500  # request ids per "IN (?, ...)" (SQLite allows 32766 variables)
+_STORED_REQUEST_IDS = "SELECT request_id FROM spend_logs WHERE request_id IN ({marks})"  # marks: '?' only
 _INSERT_SPEND_LOG = """INSERT INTO spend_logs (
     request_id, started_at, key_hash, key_alias, user_id, team_id, organization_id, end_user, model, model_group,
     deployment_id, provider, prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
@@ -774,10 +779,7 @@ class SqliteStore:
             return
         now = _time(utc_now())
         async with self._transaction() as conn:
-            if windows:
-                await conn.executemany(_ADD_WINDOW_SPEND, [(scope, wid, amount, now) for scope, wid, amount in windows])
-            for kind, record_id, amount in entities:
-                await conn.execute(_ADD_ENTITY_SPEND[kind], (amount, record_id))
+            await _apply_spend(conn, windows, entities, now)
 
     async def window_spend(self, scope: str, window_id: str) -> float:
         check_window(scope, window_id)
@@ -802,14 +804,27 @@ class SqliteStore:
             await asyncio.sleep(0)
         return await self.insert_spend_log_values(values)
 
-    async def insert_spend_log_values(self, rows: Sequence[SpendLogValues]) -> int:
+    async def insert_spend_log_values(
+        self, rows: Sequence[SpendLogValues], charges: Mapping[str, Charge] | None = None
+    ) -> int:
         if not rows:
             return 0
+        charged = charges_of(rows, charges)
         new = 0
         async with self._transaction() as conn:  # a repeated request_id: the first is kept, ON CONFLICT skips the rest
+            stored: set[str] = set()  # BEGIN IMMEDIATE holds the write lock: nobody inserts these meanwhile
+            ids = list(charged)
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                sql = _STORED_REQUEST_IDS.format(marks=",".join("?" * len(chunk)))
+                async with conn.execute(sql, chunk) as cursor:
+                    stored.update(row[0] for row in await cursor.fetchall())
             for start in range(0, len(rows), _INSERT_CHUNK):  # short turns of the connection's thread, one commit
                 cursor = await conn.executemany(_INSERT_SPEND_LOG, rows[start : start + _INSERT_CHUNK])
                 new += max(cursor.rowcount, 0)  # rowcount: the rows actually inserted
+            if charged:
+                windows, entities = merge_charges(charge for rid, charge in charged.items() if rid not in stored)
+                await _apply_spend(conn, windows, entities, _time(utc_now()))
         return new
 
     async def list_spend_logs(
@@ -886,3 +901,13 @@ class SqliteStore:
         cleared) do not stay in it."""
         async with self._lock:
             await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+async def _apply_spend(
+    conn: aiosqlite.Connection, windows: Sequence[tuple[str, str, float]], entities: Sequence[tuple[str, str, float]],
+    now: str | None,
+) -> None:  # fmt: skip
+    if windows:
+        await conn.executemany(_ADD_WINDOW_SPEND, [(scope, wid, amount, now) for scope, wid, amount in windows])
+    for kind, record_id, amount in entities:
+        await conn.execute(_ADD_ENTITY_SPEND[kind], (amount, record_id))

@@ -13,8 +13,11 @@ import pytest
 from lockgate.storage import SPEND_LOG_FIELDS, SpendDelta, SpendLogRow, Store, migrations
 from lockgate.storage.base import spend_log_values
 from tests.storage.conftest import Backend, Run, make_old_database
+from tests.storage.test_directory_contract import make_key, make_org, make_user
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+KEY = make_key(1)
+TH = KEY.token_hash
 
 
 def make_row(n: int, **fields: Any) -> SpendLogRow:
@@ -422,3 +425,58 @@ def test_a_version_5_database_is_upgraded_to_6(backend: Backend, run: Run[Any]) 
         assert run(reopened.list_spend_logs()) == [FULL]
     finally:
         run(reopened.close())
+
+
+# --- charges: the spend a row adds, in the row's transaction ------------------------------------------
+
+
+def _charge(amount: float) -> Any:
+    return ((SpendDelta("key:" + TH, "1d@0", amount),), (("key", TH, amount),))
+
+
+def test_a_new_rows_charge_is_added_once(store: Store, run: Run[Any], backend: Backend) -> None:
+    """The budget and owner spend of a request are written with its row: a replayed row (a crash's spool, read
+    again) charges nothing, nor does a row repeated in one batch; a charge for a row not in the batch is ignored."""
+    run(store.insert_org(make_org(1)))
+    run(store.insert_user(make_user(1), KEY))
+    rows = [spend_log_values(make_row(n, cost=0.25)) for n in range(3)]
+    charges = {"req-0000": _charge(0.25), "req-0001": _charge(0.25), "req-9999": _charge(100.0)}
+    assert run(store.insert_spend_log_values([*rows, rows[0]], charges)) == 3
+    assert run(store.window_spend("key:" + TH, "1d@0")) == 0.5
+    assert run(store.insert_spend_log_values(rows, charges)) == 0  # replayed: no new row, no new charge
+    rows.append(spend_log_values(make_row(3)))
+    assert run(store.insert_spend_log_values(rows, {**charges, "req-0003": _charge(1.0)})) == 1
+    assert run(store.window_spend("key:" + TH, "1d@0")) == 1.5
+    key = run(store.get_key(TH))
+    assert key is not None and key.spend == 1.5
+
+
+def test_a_bad_charge_writes_nothing(store: Store, run: Run[Any], backend: Backend) -> None:
+    bad = ((SpendDelta("key:x", "1d@0", -1.0),), ())
+    with pytest.raises(ValueError):
+        run(store.insert_spend_log_values([spend_log_values(make_row(1))], {"req-0001": bad}))
+    assert _count(backend, run) == 0
+
+
+def test_concurrent_replays_charge_each_row_once(store: Store, run: Run[Any], backend: Backend) -> None:
+    """Two instances replaying overlapping spools at once: each row stored once, and charged once."""
+    run(store.insert_org(make_org(1)))
+    run(store.insert_user(make_user(1), KEY))
+    other = run(backend.open())
+    try:
+
+        async def race() -> list[Any]:
+            batches = [list(range(start, start + 30)) for start in (0, 10, 20, 0, 15)]
+            calls = [
+                (store if i % 2 else other).insert_spend_log_values(
+                    [spend_log_values(make_row(n)) for n in batch], {f"req-{n:04d}": _charge(0.5) for n in batch}
+                )
+                for i, batch in enumerate(batches)
+            ]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        results = run(race())
+    finally:
+        run(other.close())
+    assert all(isinstance(r, int) for r in results), results
+    assert sum(results) == 50 and run(store.window_spend("key:" + TH, "1d@0")) == 25.0
