@@ -350,7 +350,10 @@ class Gateway:
         record.latency_ms = (time.perf_counter() - req.started) * 1000
         if self._ledger is not None:
             content = req.capture.stored(self.redactor, record.status) if req.capture is not None else None
-            self._ledger.record(ledger_values(record, req.principal, content))
+            charge = None
+            if req.admitted is not None and self._governor is not None:
+                charge, req.charged = self._governor.charge(req.admitted, record.cost), True
+            self._ledger.record(ledger_values(record, req.principal, content), charge)
         for sink in self.sinks:
             try:
                 sink.emit(record)

@@ -16,6 +16,7 @@ from lockgate.auth import Principal
 from lockgate.errors import PayloadTooLarge, RequestTimeout
 
 if TYPE_CHECKING:
+    from lockgate.governance import Admitted
     from lockgate.prompts import PromptCapture
 
 __all__ = ["ASGIApp", "Message", "Receive", "Request", "Scope", "Send"]
@@ -34,8 +35,8 @@ class Request:
     """One client request: raw ASGI parts plus what the gateway works out about it."""
 
     __slots__ = (
-        "capture", "headers", "method", "path", "principal", "receive", "request_id", "response_headers", "scope",
-        "send", "started",
+        "admitted", "capture", "charged", "headers", "method", "path", "principal", "receive", "request_id",
+        "response_headers", "scope", "send", "started",
     )  # fmt: skip
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -50,6 +51,10 @@ class Request:
         self.started = time.perf_counter()
         self.response_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode())]
         self.capture: PromptCapture | None = None
+        self.admitted: Admitted | None = None
+        """What the request was admitted under (governance.py), once it was."""
+        self.charged = False
+        """Its spend went to the ledger with its row (Gateway.emit): settling must not add it again."""
         """The prompt and answer, when the spend ledger stores them for this request (:mod:`lockgate.prompts`)."""
 
     def cancel_on_disconnect(self) -> bool:

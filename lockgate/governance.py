@@ -37,6 +37,7 @@ from lockgate.storage.base import EndUserRecord, SpendDelta
 if TYPE_CHECKING:
     from lockgate.auth import Principal
     from lockgate.deployment import Deployment
+    from lockgate.ledger import SpoolCharge
     from lockgate.storage.base import Store
 
 __all__ = [
@@ -357,12 +358,15 @@ class Governor:
             log.warning("soft budget crossed: the %s %s has committed $%.4f of its soft budget $%g",
                         who, scope.partition(":")[2][:16], budget.limit - remaining, soft)  # fmt: skip
 
-    async def settle(self, admitted: Admitted, usage: Mapping[str, Any] | None, *, cost: float | None = None) -> float:
+    async def settle(
+        self, admitted: Admitted, usage: Mapping[str, Any] | None, *, cost: float | None = None, charged: bool = False
+    ) -> float:
         """Replace the reservations with what the request used (``usage``: OpenAI-shaped; a partial one, e.g.
         the output of a stream the client cut, is completed from the estimate); returns its cost (0 when
         the deployment has no prices). ``cost``: what the answer cost at the prices of the deployment that
-        served it (a retry may have moved it off the first planned one); else priced here. A request that
-        failed before any answer settles with no usage."""
+        served it (a retry may have moved it off the first planned one), as its ledger row says; else priced
+        here. ``charged``: the spend went to the database with the ledger row (:meth:`charge`); else it is
+        queued here. A request that failed before any answer settles with no usage."""
         usage = usage or {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if isinstance(prompt, int) and isinstance(completion, int) and not usage.get("estimated"):
@@ -371,14 +375,26 @@ class Governor:
                 cost = pricing.cost_of(admitted.prices, usage)
         elif isinstance(completion, int):  # some output was produced, its usage never arrived
             prompt = prompt if isinstance(prompt, int) else admitted.prompt
-            tokens, cost = prompt + max(0, completion), pricing.estimate(admitted.prices, prompt, max(0, completion))
+            tokens = prompt + max(0, completion)
+            if cost is None:
+                cost = pricing.estimate(admitted.prices, prompt, max(0, completion))
         else:  # nothing came back: nothing was produced
             tokens, cost = 0, 0.0
         cost = cost or 0.0
         if admitted.ticket is not None:
             await self.limiter.settle(admitted.ticket, tokens, cost)
-        self.writer.add(admitted.limits, admitted.entities, cost, time.time())
+        if not charged:
+            self.writer.add(admitted.limits, admitted.entities, cost, time.time())
         return cost
+
+    def charge(self, admitted: Admitted, cost: float | None) -> SpoolCharge | None:
+        """What a request that cost ``cost`` adds to the database's spend (its budget windows, its owners), to be
+        written with its ledger row; None when nothing."""
+        if not cost or cost <= 0 or not math.isfinite(cost):
+            return None
+        now = time.time()
+        windows = tuple((limit.scope, period(limit, now), cost) for limit in admitted.limits if limit.kind == "budget")
+        return windows, tuple((kind, ident, cost) for kind, ident in admitted.entities)
 
     async def close(self) -> None:
         await self.writer.close()

@@ -24,8 +24,9 @@ Spool files, in the spool directory (one directory may serve many processes, ``-
 its own ledger after the fork; the directory must be on a local file system, where ``flock()`` is reliable)::
 
     spend-<pid>-<token>-<n>.jsonl     one per process and rotation, one JSON array per line (the values, in
-                                      SPEND_LOG_FIELDS order; a JSON object per line, as older versions wrote, is
-                                      read too)
+                                      SPEND_LOG_FIELDS order, then the request's charge if it has one: what it
+                                      adds to budget windows and owners' spend, written with the row and only if
+                                      the row is new; a JSON object per line, as older versions wrote, is read too)
     .spend-<pid>-<token>-<n>.new      being created (locked, then renamed into place); never replayed
 """
 
@@ -50,7 +51,9 @@ import orjson
 from lockgate.errors import describe
 from lockgate.storage.base import (
     SPEND_LOG_FIELDS,
+    Charge,
     LedgerStore,
+    SpendDelta,
     SpendLogRow,
     SpendLogValues,
     spend_log_fast_values,
@@ -58,6 +61,10 @@ from lockgate.storage.base import (
     spend_log_values,
     utc_now,
 )
+
+SpoolCharge = tuple[tuple[tuple[str, str, float], ...], tuple[tuple[str, str, float], ...]]
+"""A request's charge as the ledger keeps it (atomic values only): ``((scope, window_id, USD), ...)`` budget window
+deltas and ``((kind, id, USD), ...)`` owner spend; in the spool, the last element of the row's JSON array."""
 
 if TYPE_CHECKING:
     from lockgate.auth import Principal
@@ -124,10 +131,13 @@ class SpendLedger:
 
     # --- the request path ------------------------------------------------------------------------
 
-    def record(self, row: SpendLogRow | SpendLogValues) -> None:
+    def record(self, row: SpendLogRow | SpendLogValues, charge: SpoolCharge | None = None) -> None:
         """Keep ``row`` (in memory and in the spool file) for the next write. Never raises. A tuple is taken as
         :func:`~lockgate.storage.base.spend_log_values` (or :func:`ledger_values`) made it: checked already; a
-        :class:`SpendLogRow` is checked here, and a field the database would refuse is repaired."""
+        :class:`SpendLogRow` is checked here, and a field the database would refuse is repaired. ``charge``: what
+        the request adds to budget windows and owners' spend, written in the row's transaction if the row is
+        new (:meth:`~lockgate.storage.base.LedgerStore.insert_spend_log_values`), so that the ledger and the
+        budgets are one set of numbers and a crash loses neither."""
         try:
             self._counts["recorded"] += 1
             if self._closed:
@@ -136,6 +146,8 @@ class SpendLedger:
             values = row if isinstance(row, tuple) else self._values(row)
             if values is None:
                 return
+            if charge is not None and (charge[0] or charge[1]):
+                values = (*values, charge)  # the charge rides at the end of the row, in memory and in the spool
             line = _line(values)
             active = self._active
             if active is None or line is None or not self._append(active, line):
@@ -350,21 +362,26 @@ class SpendLedger:
                 rows, offset, torn = _read_rows(seg.fd, seg.offset, self._batch)
                 if offset == seg.offset:
                     return
-                chunk = [values for values in map(self._values, rows) if values is not None]
+                chunk = []
+                for row, charge in rows:
+                    values = self._values(row)
+                    if values is not None:
+                        chunk.append(values if charge is None else (*values, charge))
                 if chunk:
                     await self._insert(chunk)
                 seg.offset, seg.torn = offset, seg.torn + torn
 
-    async def _insert(self, rows: Sequence[SpendLogValues]) -> None:
+    async def _insert(self, kept: Sequence[SpendLogValues]) -> None:
+        rows, charges = _split(kept)
         async with asyncio.timeout(INSERT_TIMEOUT):
             refused = 0
             try:
-                new = await self._store.insert_spend_log_values(rows)
+                new = await self._store.insert_spend_log_values(rows, charges)
             except ValueError:  # checked rows, but text the database cannot encode: the others one at a time
                 new = 0
                 for values in rows:
                     try:
-                        new += await self._store.insert_spend_log_values([values])
+                        new += await self._store.insert_spend_log_values([values], charges)
                     except ValueError as exc:
                         refused += 1
                         self._drop(1, f"the database refused it ({describe(exc)})")
@@ -492,12 +509,46 @@ def _line(values: SpendLogValues) -> bytes | None:
         return None
 
 
-def _parse(line: bytes) -> SpendLogRow | None:
-    """A spool line as a row again (checked when it is converted): an array of values, or an object with the
-    fields by name (older versions); None if it is neither (torn)."""
+def _split(kept: Sequence[SpendLogValues]) -> tuple[list[SpendLogValues], dict[str, Charge]]:
+    """Rows as kept (values, and a charge at the end of some) -> the rows and their charges by request_id."""
+    width = len(SPEND_LOG_FIELDS)
+    if all(len(values) == width for values in kept):
+        return list(kept), {}
+    rows: list[SpendLogValues] = []
+    charges: dict[str, Charge] = {}
+    for values in kept:
+        if len(values) > width:
+            charge = _charge(values[width])
+            if charge is not None:
+                charges[values[0]] = charge
+            values = values[:width]
+        rows.append(values)
+    return rows, charges
+
+
+def _charge(spooled: Any) -> Charge | None:
+    """A charge as the spool holds it (``[[scope, window, amount]...], [[kind, id, amount]...]``, tuples in
+    memory) for the store; None if malformed (the row is still written)."""
+    try:
+        windows, owners = spooled
+        return (
+            tuple(SpendDelta(str(scope), str(window), float(amount)) for scope, window, amount in windows),
+            tuple((str(kind), str(ident), float(amount)) for kind, ident, amount in owners),
+        )
+    except (TypeError, ValueError):
+        log.error("spend ledger: a spend row's charge was malformed; the row is written without it")
+        return None
+
+
+def _parse(line: bytes) -> tuple[SpendLogRow, Any] | None:
+    """A spool line as a row again (checked when it is converted), and its charge if it has one: an array of
+    values (and a charge), or an object with the fields by name (older versions); None if it is neither (torn)."""
     try:
         data = orjson.loads(line)
+        charge = None
         if isinstance(data, list):
+            if len(data) == len(SPEND_LOG_FIELDS) + 1:
+                charge = data.pop()
             fields = dict(zip(SPEND_LOG_FIELDS, data, strict=True))
             for name in ("metadata", "messages", "response"):
                 if isinstance(fields[name], str):
@@ -505,15 +556,15 @@ def _parse(line: bytes) -> SpendLogRow | None:
         else:
             fields = {name: data[name] for name in SPEND_LOG_FIELDS if name in data}
         fields["started_at"] = datetime.fromisoformat(fields["started_at"])
-        return SpendLogRow(**fields)
+        return SpendLogRow(**fields), charge
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
 
 
-def _read_rows(fd: int, offset: int, limit: int) -> tuple[list[SpendLogRow], int, int]:
+def _read_rows(fd: int, offset: int, limit: int) -> tuple[list[tuple[SpendLogRow, Any]], int, int]:
     """Up to ``limit`` rows from the file from byte ``offset`` on: (rows, the offset after them, lines skipped as
     torn). A last line without its newline is torn (the file is sealed: nothing more will be appended)."""
-    rows: list[SpendLogRow] = []
+    rows: list[tuple[SpendLogRow, Any]] = []
     torn = 0
     buffer = b""
     while len(rows) < limit:

@@ -346,7 +346,7 @@ async def run(
     plan = gw.router.start(model, controls.num_retries, health=gw.health, budget=gw.retry_budget, stream=ex.stream,
                            prompt_tokens=len(raw) // 4)  # fmt: skip
     gw.retry_budget.request()
-    admitted = await _admit(gw, req, end_user_record, model, plan, len(raw), body)
+    admitted = req.admitted = await _admit(gw, req, end_user_record, model, plan, len(raw), body)
     if not ex.stream:  # (a stream watches for the client itself, and counts what it relayed)
         req.cancel_on_disconnect()
     try:
@@ -358,7 +358,7 @@ async def run(
         _client_left(gw, req, record, plan.current, body, len(raw))
     finally:
         if admitted is not None:
-            await gw.governor.settle(admitted, record.usage, cost=record.cost)
+            await gw.governor.settle(admitted, record.usage, cost=record.cost, charged=req.charged)
 
 
 def _client_left(gw: Gateway, req: Request, record: RequestRecord, target: Target, body: dict[str, Any],

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import pytest
 
 from lockgate.ledger import SpendLedger
 from lockgate.storage import SpendLogRow, SpendLogValues, StorageError, Store, open_store
+from lockgate.storage.base import Charge
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -45,13 +46,15 @@ class Flaky:
             raise StorageError("cannot connect to PostgreSQL: ConnectionRefusedError")
         return await self.store.insert_spend_logs(rows)
 
-    async def insert_spend_log_values(self, rows: Sequence[SpendLogValues]) -> int:
+    async def insert_spend_log_values(
+        self, rows: Sequence[SpendLogValues], charges: Mapping[str, Charge] | None = None
+    ) -> int:
         self.attempts += 1
         if self.hang:
             await asyncio.Event().wait()
         if self.down:
             raise StorageError("cannot connect to PostgreSQL: ConnectionRefusedError")
-        return await self.store.insert_spend_log_values(rows)
+        return await self.store.insert_spend_log_values(rows, charges)
 
 
 async def _stored(store: Store) -> list[str]:
@@ -301,8 +304,8 @@ class KilledAfterCommit:
     def __init__(self, store):
         self.store = store
 
-    async def insert_spend_log_values(self, rows):
-        await self.store.insert_spend_log_values(rows)
+    async def insert_spend_log_values(self, rows, charges=None):
+        await self.store.insert_spend_log_values(rows, charges)
         os.kill(os.getpid(), signal.SIGKILL)  # committed, but the spool file is still there
 
 
@@ -311,7 +314,8 @@ async def main():
     ledger = SpendLedger(KilledAfterCommit(store) if how == "after-commit" else store, spool, interval=3600, batch=500)
     await ledger.start()
     for n in range(count):
-        ledger.record(SpendLogRow(f"req-{n:06d}", T0 + timedelta(microseconds=n), cost=0.001))
+        ledger.record(SpendLogRow(f"req-{n:06d}", T0 + timedelta(microseconds=n), cost=0.001),
+                      ((("key:k", "", 0.001),), ()))
     if how == "after-commit":
         await ledger.flush()
     if how == "exit":
@@ -337,6 +341,7 @@ def test_a_crash_loses_nothing_and_doubles_nothing(tmp_path: Path, how: str) -> 
         await ledger.start()
         assert await _stored(store) == [f"req-{n:06d}" for n in range(count)]
         assert ledger.stats["written"] == count - before and ledger.stats["duplicates"] == before
+        assert await store.window_spend("key:k", "") == pytest.approx(count * 0.001, abs=1e-9)  # charged once
         await ledger.close()
         assert _spool_files(spool) == []
         again = SpendLedger(store, spool, interval=3600)  # a second restart finds nothing to replay

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from lockgate.keys import hash_key
 from tests.support import MASTER_KEY, GatewayProcess
 
 CONFIG = """model_list:
@@ -188,6 +189,36 @@ def test_a_gateway_killed_with_sigkill_loses_no_row_and_doubles_none() -> None:
         assert sorted(r["request_id"] for r in rows) == sorted(sent), gw.logs()[-3000:]
         time.sleep(1.0)  # a late replay would show up as an extra row here
         assert len(call(gw, MASTER_KEY, "/spend/logs", api_key=key, page_size="1000").json()) == len(sent)
+
+
+def test_budgets_and_the_ledger_are_one_set_of_numbers_across_a_sigkill() -> None:
+    """Each request's spend is written with its ledger row (one transaction, once): after a SIGKILL and a
+    restart, the key's spend, its budget window's spend and the sum of its rows are the same number, and the
+    budget keeps counting from it (here in SQLite with the in-process limiter, which seeds from the database)."""
+    priced = CONFIG.replace("{model: demo/echo}", "{model: demo/echo}\n    model_info: {input_cost_per_token: 0.001, "
+                            "output_cost_per_token: 0.002}")  # fmt: skip
+    with GatewayProcess(priced) as gw:
+        key = call(gw, MASTER_KEY, "/key/generate", {"max_budget": 100, "budget_duration": "1d"}).json()["key"]
+        sent = [chat(gw, key, stream=n % 2 == 0) for n in range(20)]
+        assert gw.proc is not None
+        gw.proc.kill()  # within the ledger's interval: most rows (and their spend) are only in the spool
+        gw.proc.wait()
+        gw.start()
+        rows = wait_rows(gw, len(sent), api_key=hash_key(key), page_size="1000")
+        assert sorted(r["request_id"] for r in rows) == sorted(sent)
+        total = sum(r["spend"] for r in rows)
+        info = call(gw, MASTER_KEY, "/key/info", key=key).json()["info"]
+        assert total > 0 and info["spend"] == pytest.approx(total, rel=1e-9, abs=1e-12)
+        remaining = float(chat_headers(gw, key)["x-lockgate-key-remaining-budget"])
+        # seeded with the ledger's sum: what is left is 100 - total less this request's own reservation (~$0.014)
+        assert 100 - total - 0.05 < remaining < 100 - total
+
+
+def chat_headers(gw: GatewayProcess, key: str) -> httpx.Headers:
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 4}
+    answer = call(gw, key, "/v1/chat/completions", body)
+    assert answer.status_code == 200, answer.text
+    return answer.headers
 
 
 def test_disable_spend_logs_writes_no_rows() -> None:
