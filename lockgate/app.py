@@ -225,8 +225,9 @@ class Gateway:
             self.thinking = ThinkingMemory(redis=client)
             # the subscriber blocks on its connection between messages: it gets one without a read timeout
             listener = redis.asyncio.from_url(url, socket_connect_timeout=0.5)
-            self.invalidation = KeyInvalidation(listener, self.auth.forget, self.db_models.wake)
+            self.invalidation = KeyInvalidation(listener, self.auth.forget, self.db_models.wake, self.health.cool)
             self.invalidation.start()
+            self.health.on_cooldown = self.invalidation.publish_cooldown
         if self._governor is None:
             share = self.workers if self.settings.redis_url is None else 1
             if share > 1:

@@ -11,6 +11,9 @@ Messages on the one channel::
     <64 hex digits>   this key changed: forget it          (forget(token_hash))
     *                 every key may have changed (a team)  (forget("*"))
     models            the models added through the API changed: reload them   (models_changed())
+    cooldown <id> <s> <from>   a deployment went into cooldown for <s> seconds on instance <from>
+                      (routing/health.py): the others cool it down too, rather than each finding out
+                      from failures of its own   (publish_cooldown(); an instance ignores its own)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -30,12 +34,19 @@ MODELS = "models"
 
 class KeyInvalidation:
     def __init__(
-        self, redis: Any, forget: Callable[[str], None], models_changed: Callable[[], None] | None = None
+        self,
+        redis: Any,
+        forget: Callable[[str], None],
+        models_changed: Callable[[], None] | None = None,
+        cooldown: Callable[[str, float], None] | None = None,
     ) -> None:
         self._redis = redis
         self._forget = forget
         self._models_changed = models_changed
+        self._cooldown = cooldown
+        self._me = secrets.token_hex(6)
         self._task: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
 
     def start(self) -> None:
@@ -49,6 +60,17 @@ class KeyInvalidation:
         """Tell the other instances the models added through the API changed."""
         await self._send(MODELS, "model change")
 
+    def publish_cooldown(self, deployment_id: str, seconds: float) -> None:
+        """Tell the other instances this deployment went into cooldown (in the background: the caller is a
+        request's failure path)."""
+        if any(c.isspace() for c in deployment_id):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._send(f"cooldown {deployment_id} {seconds:.3f} {self._me}", "cooldown")
+        )
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
     async def _send(self, message: str, what: str) -> None:
         try:
             async with asyncio.timeout(1.0):
@@ -60,6 +82,14 @@ class KeyInvalidation:
         if message == MODELS:
             if self._models_changed is not None:
                 self._models_changed()
+        elif message.startswith("cooldown "):
+            parts = message.split(" ")
+            if len(parts) == 4 and parts[3] != self._me and self._cooldown is not None:
+                try:
+                    seconds = float(parts[2])
+                except ValueError:
+                    return
+                self._cooldown(parts[1], seconds)
         else:
             self._forget(message)
 

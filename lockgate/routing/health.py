@@ -145,6 +145,8 @@ class Health:
         self.policy = policy or HealthPolicy()
         self._clock = clock or time.monotonic
         self._states: dict[str, _State] = {}
+        self.on_cooldown: Callable[[str, float], None] | None = None
+        """Told (deployment id, seconds) when a cooldown starts here: the gateway tells its other instances."""
 
     def _state(self, deployment_id: str) -> _State:
         state = self._states.get(deployment_id)
@@ -169,22 +171,33 @@ class Health:
             return False
         now = self._clock()
         if trial:  # the half-open trial failed: cool down again, longer
-            return self._cool(state, now, retry_after)
+            return self._cool(deployment_id, state, now, retry_after)
         recent = [t for t in state.failures.get(kind, ()) if t > now - WINDOW]
         recent.append(now)
         state.failures[kind] = recent
         if len(recent) > self.policy.allowed(kind):
-            return self._cool(state, now, retry_after)
+            return self._cool(deployment_id, state, now, retry_after)
         return False
 
-    def _cool(self, state: _State, now: float, retry_after: float | None) -> bool:
+    def _cool(self, deployment_id: str, state: _State, now: float, retry_after: float | None) -> bool:
         state.cooldowns += 1
         seconds = min(MAX_COOLDOWN, self.policy.cooldown_time * 2 ** (state.cooldowns - 1))
         if retry_after is not None and math.isfinite(retry_after):
             seconds = max(seconds, min(retry_after, MAX_COOLDOWN))
         state.cooling_until = now + seconds
         state.failures.clear()
+        if self.on_cooldown is not None:
+            self.on_cooldown(deployment_id, seconds)
         return True
+
+    def cool(self, deployment_id: str, seconds: float) -> None:
+        """Another instance cooled the deployment down: so does this one (then a half-open trial, as here)."""
+        if self.policy.disable_cooldowns or not (0 < seconds <= MAX_COOLDOWN):
+            return
+        state = self._state(deployment_id)
+        state.cooling_until = max(state.cooling_until, self._clock() + seconds)
+        state.cooldowns = max(state.cooldowns, 1)
+        state.probing = None
 
     def succeeded(
         self,

@@ -266,3 +266,25 @@ def test_hedging_takes_the_first_answer_and_cancels_the_other(fake_openai: FakeO
         assert fast.headers["x-lockgate-deployment"] == "h-a" and fast.headers["x-lockgate-attempts"] == "1"
         record = next(r for r in reversed(gw.records()) if r.get("request_id") == answer.headers["x-request-id"])
         assert record["deployment_id"] == "h-b" and record["status"] == 200
+
+
+def test_a_cooldown_on_one_instance_holds_on_the_others(fake_openai: FakeOpenAI) -> None:
+    """Two gateways sharing Redis: the deployment one of them cooled down is not tried by the other, which has
+    seen no failure of its own (the cooldown is published on the key-change channel)."""
+    config = (
+        "model_list:\n" + deployment("shared", "sh-a", order=1) + deployment("shared", "sh-b", order=2)
+        + "router_settings:\n  allowed_fails: 0\n  cooldown_time: 30\n  num_retries: 1\n"
+        + "  redis_url: redis://127.0.0.1:6379/9\n"
+    ).replace("FAKE", fake_openai.url)  # fmt: skip
+    with GatewayProcess(config) as one, GatewayProcess(config) as two:
+        time.sleep(0.3)  # both subscribed
+        fake_openai.script("sh-a", "status-500")
+        assert chat(one, "shared").headers["x-lockgate-deployment"] == "sh-b"  # sh-a failed there: cooled down
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            answer = chat(two, "shared")
+            if answer.headers["x-lockgate-deployment"] == "sh-b":
+                break
+            time.sleep(0.05)  # (sh-a answers normally now: only the published cooldown keeps two off it)
+        assert answer.headers["x-lockgate-deployment"] == "sh-b" and answer.headers["x-lockgate-attempts"] == "1"
+        assert fake_openai.served("sh-a") <= 2
