@@ -345,11 +345,17 @@ class Gateway:
             self._redactor = (self.router, prompts.redactor(self.settings, self.router))
         return self._redactor[1]
 
-    def emit(self, record: RequestRecord, req: Request) -> None:
+    def emit(self, record: RequestRecord, req: Request, *, ledger: bool = True) -> None:
         """A request is done: its row in the spend ledger (with its prompt and answer, redacted, when they are
         stored), then the record to the sinks."""
         record.latency_ms = (time.perf_counter() - req.started) * 1000
-        if self._ledger is not None:
+        for attempt in record.attempt_log:  # the one that answered ends with the request
+            if attempt.outcome == "pending":
+                attempt.duration_ms = max(0.0, record.latency_ms - attempt.started_ms)
+                attempt.outcome, attempt.error_kind = (
+                    ("failed", "connection") if record.error_type else ("answered", None)
+                )
+        if self._ledger is not None and ledger:
             content = req.capture.stored(self.redactor, record.status) if req.capture is not None else None
             charge = None
             if req.admitted is not None and self._governor is not None:

@@ -10,12 +10,33 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import IO, Any, Protocol
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any, Literal, Protocol
 
 import orjson
 
-__all__ = ["JsonLinesSink", "RequestRecord", "Sink"]
+__all__ = ["AttemptRecord", "JsonLinesSink", "Modality", "RequestRecord", "Sink"]
+
+Modality = Literal["text", "image", "document", "audio"]
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    """One upstream attempt of a request (retries, fallbacks and hedges each add one)."""
+
+    deployment_id: str
+    provider: str
+    model_group: str
+    started_ms: float
+    """After the request's start."""
+    duration_ms: float = 0.0
+    ttft_ms: float | None = None
+    """To the first body bytes of a stream."""
+    status: int = 0
+    """The upstream's HTTP status (0: none came: a timeout, a dropped connection, a cancellation)."""
+    outcome: Literal["answered", "failed", "cancelled", "pending"] = "pending"
+    error_kind: str | None = None
+    """What a failure was (routing/plan.py's kinds: server, rate_limit, timeout, context_window, ...)."""
 
 
 @dataclass(slots=True)
@@ -40,6 +61,11 @@ class RequestRecord:
     cost: float | None = None
     """USD at the deployment's prices; None when it has none (or nothing was used)."""
     time: float = 0.0
+    modality: Modality = "text"
+    """What the input holds beyond text (the heaviest of: document, image, audio)."""
+    denied: str | None = None
+    """The kind of limit that refused the request (key, team, user, org, end_user, deployment, proxy, ...)."""
+    attempt_log: list[AttemptRecord] = field(default_factory=list)
 
 
 class Sink(Protocol):

@@ -36,11 +36,12 @@ from lockgate.errors import (
     GatewayError,
     InvalidJSON,
     RateLimited,
+    UpstreamError,
     UpstreamUnavailable,
     upstream_error,
 )
 from lockgate.governance import prompt_tokens
-from lockgate.observe import RequestRecord
+from lockgate.observe import AttemptRecord, Modality, RequestRecord
 from lockgate.prompts import PromptCapture
 from lockgate.providers.base import EMBEDDING_FIELDS, FORBIDDEN_FIELDS, FORBIDDEN_PREFIXES, GATEWAY_FIELDS, Call
 from lockgate.routing.failures import classify, retry_after_of
@@ -346,7 +347,15 @@ async def run(
     plan = gw.router.start(model, controls.num_retries, health=gw.health, budget=gw.retry_budget, stream=ex.stream,
                            prompt_tokens=len(raw) // 4)  # fmt: skip
     gw.retry_budget.request()
-    admitted = req.admitted = await _admit(gw, req, end_user_record, model, plan, len(raw), body)
+    record.modality = _modality(body)
+    try:
+        admitted = req.admitted = await _admit(gw, req, end_user_record, model, plan, len(raw), body)
+    except GatewayError as refused:  # a limit or budget: seen by the request log and metrics, not the ledger
+        record.status, record.error_type = refused.status, type(refused).__name__
+        scope = getattr(refused, "scope", "") or ""
+        record.denied = scope.partition(":")[0] or None
+        gw.emit(record, req, ledger=False)
+        raise
     if not ex.stream:  # (a stream watches for the client itself, and counts what it relayed)
         req.cancel_on_disconnect()
     try:
@@ -468,12 +477,12 @@ async def _attempts(
         started = time.perf_counter()
         try:
             if hedge_after is not None and ex.kind == "chat":
-                opened, attempt = await _hedged(gw, plan, attempt, prepared, hedge_after, ex)
+                opened, attempt = await _hedged(gw, req, record, plan, attempt, prepared, hedge_after, ex)
                 target = attempt.target
                 record.attempts, record.deployment_id, record.provider = (
                     plan.attempts, target.deployment.id, target.provider.name)  # fmt: skip
             else:
-                opened = await _open(gw, attempt, ex)
+                opened = await _open(gw, req, record, attempt, ex)
         except GatewayError as error:
             failure = classify(error)
             step = plan.after(failure)
@@ -507,41 +516,53 @@ async def _attempts(
             gw.health.end(deployment_id, used if isinstance(used, int) else 0)
 
 
-async def _open(gw: Gateway, attempt: _Prepared, ex: Exchange) -> _Opened:
+async def _open(gw: Gateway, req: Request, record: RequestRecord, attempt: _Prepared, ex: Exchange) -> _Opened:
     """Send one attempt and wait for its answer (a stream's first bytes); its health is told of a failure, and
-    of its start (the caller tells of its end once the answer is relayed)."""
-    deployment_id = attempt.target.deployment.id
+    of its start (the caller tells of its end once the answer is relayed); the record's attempt log gets it."""
+    target = attempt.target
+    deployment_id = target.deployment.id
+    started = time.perf_counter()
+    log_entry = AttemptRecord(deployment_id, target.provider.name, target.deployment.model_name,
+                              (started - req.started) * 1000)  # fmt: skip
+    record.attempt_log.append(log_entry)
     gw.health.begin(deployment_id)
     try:
-        resp = await _attempt(gw, attempt.target, attempt.call, ex.kind)
+        resp = await _attempt(gw, target, attempt.call, ex.kind)
+        log_entry.status = resp.status
         if not ex.stream:
             return _Opened(resp)
-        first, chunks = await _first_chunk(resp, attempt.target)
+        first, chunks = await _first_chunk(resp, target)
+        log_entry.ttft_ms = (time.perf_counter() - started) * 1000
         return _Opened(resp, first, chunks)
     except GatewayError as error:
         failure = classify(error)
         gw.health.failed(deployment_id, failure.kind if failure.kind in FAILURE_KINDS else None, failure.retry_after)
         gw.health.end(deployment_id)
+        log_entry.outcome, log_entry.error_kind = "failed", failure.kind
+        log_entry.status = error.status if isinstance(error, UpstreamError) else 0
+        log_entry.duration_ms = (time.perf_counter() - started) * 1000
         raise
     except asyncio.CancelledError:  # the client left, or the other of a hedged pair answered first
         gw.health.failed(deployment_id, None)
         gw.health.end(deployment_id)
+        log_entry.outcome, log_entry.duration_ms = "cancelled", (time.perf_counter() - started) * 1000
         raise
 
 
 async def _hedged(
-    gw: Gateway, plan: Plan, attempt: _Prepared, prepared: Callable[[Target], _Prepared], delay: float, ex: Exchange
-) -> tuple[_Opened, _Prepared]:
+    gw: Gateway, req: Request, record: RequestRecord, plan: Plan, attempt: _Prepared,
+    prepared: Callable[[Target], _Prepared], delay: float, ex: Exchange,
+) -> tuple[_Opened, _Prepared]:  # fmt: skip
     """``lockgate.hedge_after``: no answer from ``attempt`` within ``delay`` seconds, a second attempt goes to
     another deployment of the group; the first to answer wins and the other is cancelled (its connection closed).
     A failure of one leaves the other to answer; both failing raise the first's error."""
-    first: asyncio.Future[_Opened] = asyncio.ensure_future(_open(gw, attempt, ex))
+    first: asyncio.Future[_Opened] = asyncio.ensure_future(_open(gw, req, record, attempt, ex))
     done, _ = await asyncio.wait({first}, timeout=delay)
     other = None if done else plan.hedge()
     if other is None:
         return await first, attempt
     second_attempt = prepared(other)
-    second: asyncio.Future[_Opened] = asyncio.ensure_future(_open(gw, second_attempt, ex))
+    second: asyncio.Future[_Opened] = asyncio.ensure_future(_open(gw, req, record, second_attempt, ex))
     which = {first: attempt, second: second_attempt}
     pending: set[asyncio.Future[_Opened]] = {first, second}
     winner: asyncio.Future[_Opened] | None = None
@@ -571,6 +592,29 @@ async def _hedged(
         raise error
     plan.current = which[winner].target
     return winner.result(), which[winner]
+
+
+_PART_KINDS: dict[str, Modality] = {
+    "image_url": "image", "image": "image", "input_image": "image", "document": "document", "file": "document",
+    "input_file": "document", "input_audio": "audio", "audio": "audio",
+}  # fmt: skip
+_WEIGHT = {"text": 0, "audio": 1, "image": 2, "document": 3}
+
+
+def _modality(body: dict[str, Any]) -> Modality:
+    """The heaviest kind of input the request carries besides text (its latency and price differ)."""
+    found: Modality = "text"
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return found
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                kind = _PART_KINDS.get(str(part.get("type"))) if isinstance(part, dict) else None
+                if kind is not None and _WEIGHT[kind] > _WEIGHT[found]:
+                    found = kind
+    return found
 
 
 def _certainly_too_long(target: Target, body: dict[str, Any], size: int) -> bool:

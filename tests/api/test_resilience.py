@@ -235,8 +235,8 @@ def test_a_fallback_without_a_feature_gets_the_request_without_it(
     """Cline's prompt-caching markers and a thinking parameter, on a request whose model fails over to one that
     supports neither: the fallback gets the request without them, and the answer says what was dropped."""
     fake_openai.script("ds-a", "status-500", "status-500")  # and its retry
-    marked = [{"role": "system", "content": [{"type": "text", "text": "rules", "cache_control": {"type": "ephemeral"}}]},
-              {"role": "user", "content": "hi"}]  # fmt: skip
+    rules = {"type": "text", "text": "rules", "cache_control": {"type": "ephemeral"}}
+    marked = [{"role": "system", "content": [rules]}, {"role": "user", "content": "hi"}]
     answer = chat(gateway, "thinker", messages=marked, thinking={"type": "enabled"})
     assert answer.status_code == 200 and answer.headers["x-lockgate-deployment"] == "gpt-b", answer.text
     notice = answer.headers["x-lockgate-notice"]
@@ -288,3 +288,29 @@ def test_a_cooldown_on_one_instance_holds_on_the_others(fake_openai: FakeOpenAI)
             time.sleep(0.05)  # (sh-a answers normally now: only the published cooldown keeps two off it)
         assert answer.headers["x-lockgate-deployment"] == "sh-b" and answer.headers["x-lockgate-attempts"] == "1"
         assert fake_openai.served("sh-a") <= 2
+
+
+def test_the_request_log_tells_each_attempt_and_each_refusal(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script("x-a", "status-500")
+    fake_openai.script("x-b", "status-429")
+    answer = chat(gateway, "broken")
+    record = next(r for r in reversed(gateway.records()) if r["request_id"] == answer.headers["x-request-id"])
+    log = [(a["deployment_id"], a["outcome"], a["status"], a["error_kind"]) for a in record["attempt_log"]]
+    assert log in (
+        [("x-a", "failed", 500, "server"), ("x-b", "failed", 429, "rate_limit"), ("spare", "answered", 200, None)],
+        [("x-b", "failed", 429, "rate_limit"), ("x-a", "failed", 500, "server"), ("spare", "answered", 200, None)],
+    ), log  # (x-a may be cooling down from an earlier test, and then comes second)
+    assert all(a["duration_ms"] > 0 for a in record["attempt_log"]) and record["modality"] == "text"
+    picture = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    image = [{"role": "user", "content": [{"type": "text", "text": "what is it"}, picture]}]
+    pictured = chat(gateway, "spare", messages=image)
+    assert next(r for r in reversed(gateway.records()) if r["request_id"] == pictured.headers["x-request-id"])[
+        "modality"] == "image"  # fmt: skip
+    key = httpx.post(gateway.url + "/key/generate", headers={"Authorization": f"Bearer {MASTER_KEY}"},
+                     json={"rpm_limit": 1}, timeout=10).json()["key"]  # fmt: skip
+    for _ in range(2):
+        refused = httpx.post(gateway.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                             json={"model": "spare", "messages": HI}, timeout=10)  # fmt: skip
+    assert refused.status_code == 429
+    record = next(r for r in reversed(gateway.records()) if r["request_id"] == refused.headers["x-request-id"])
+    assert record["status"] == 429 and record["denied"] == "key" and record["attempt_log"] == []
