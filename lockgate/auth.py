@@ -19,14 +19,16 @@ handlers in ``api/keys.py`` and ``api/directory.py``.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from lockgate.errors import AuthenticationFailed, PermissionDenied
+from lockgate.errors import AuthenticationFailed, PermissionDenied, StoreUnavailable, describe
 from lockgate.keys import hash_key
 from lockgate.secret import Secret
 from lockgate.storage.base import EndUserRecord, KeyRecord, OrgRecord, Store, TeamRecord, UserRecord
@@ -37,8 +39,13 @@ __all__ = [
 ]  # fmt: skip
 
 KEY_HEADERS = ("authorization", "x-api-key", "x-litellm-api-key", "api-key")
+log = logging.getLogger("lockgate")
 NEGATIVE_TTL = 5.0
 MAX_CACHED = 100_000
+T = TypeVar("T")
+STALE_RETRY = 5.0  # after a failed lookup the database is not asked again for this long (cached entries serve)
+STALE_WAIT = 0.5  # how long a lookup of an entry past its lifetime waits on the database before the old one serves
+UNAVAILABLE = "This key cannot be checked now: the gateway's database is unreachable. Retry shortly."
 
 
 Permission = Literal["public", "key", "member", "viewer", "admin"]
@@ -224,6 +231,8 @@ class Authenticator:
         self._store = store
         self._ttl = cache_ttl
         self._cache: dict[str, tuple[float, _Found]] = {}
+        self._down_since: float | None = None  # the database stopped answering lookups (said once)
+        self._down_until = 0.0
         self._end_users: dict[str, tuple[float, EndUserRecord | None]] = {}
 
     @property
@@ -243,13 +252,35 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             record = cached[1]
         else:
-            record = await self._store.get_end_user(user_id)
+            down = now < self._down_until  # as for keys: what was known holds while the database is away
+            if down and cached is not None:
+                return self._allowed(cached[1])
+            try:
+                record = await self._fresh(self._store.get_end_user(user_id), bounded=cached is not None or down)
+            except Exception as exc:
+                self._stale(exc)
+                if cached is None:
+                    raise StoreUnavailable(UNAVAILABLE) from None
+                return self._allowed(cached[1])
             if len(self._end_users) >= MAX_CACHED:
                 self._end_users.clear()
             self._end_users[user_id] = (now + self._ttl, record)
+        return self._allowed(record)
+
+    @staticmethod
+    def _allowed(record: EndUserRecord | None) -> EndUserRecord | None:
         if record is not None and record.blocked:
             raise PermissionDenied("This end user is blocked.", param="user")
         return record
+
+    def _stale(self, exc: Exception) -> None:
+        """A lookup failed: the database is taken to be away for STALE_RETRY seconds (said once per outage)."""
+        now = time.monotonic()
+        self._down_until = now + STALE_RETRY
+        if self._down_since is None:
+            self._down_since = now
+            log.warning("auth: the database is unreachable (%s); keys and end users seen before are served from "
+                        "this instance's cache until it answers again", describe(exc))  # fmt: skip
 
     def forget(self, which: str) -> None:
         """Drop a key (by hash) from this instance's cache after it changed; ``end:<id>`` an end user; ``*``
@@ -290,6 +321,20 @@ class Authenticator:
             return cached[1]
         if self._store is None:
             return None, None, None, None
+        down = now < self._down_until  # the database failed moments ago
+        if down and cached is not None:  # do not wait on it again yet
+            return cached[1]
+        try:
+            return await self._fresh(self._fetch(token_hash, now), bounded=cached is not None or down)
+        except Exception as exc:  # the database is unreachable: what this instance knew still holds
+            self._stale(exc)
+            if cached is None:
+                raise StoreUnavailable(UNAVAILABLE) from None
+            return cached[1]
+
+    async def _fetch(self, token_hash: str, now: float) -> _Found:
+        """The key, its team, user and organisation from the database, cached."""
+        assert self._store is not None
         record = await self._store.get_key(token_hash)
         team = user = org = None
         if record is not None:
@@ -297,8 +342,31 @@ class Authenticator:
             user = await self._store.get_user(record.user_id) if record.user_id else None
             org_id = team.organization_id if team is not None else record.organization_id
             org = await self._store.get_org(org_id) if org_id else None
+        if self._down_since is not None:
+            log.info("auth: the database answers again (after %.1f s)", time.monotonic() - self._down_since)
+            self._down_since = None
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
         found = (record, team, user, org)
         self._cache[token_hash] = (now + (self._ttl if record is not None else NEGATIVE_TTL), found)
         return found
+
+    async def _fresh(self, lookup: Awaitable[T], *, bounded: bool) -> T:
+        """``lookup``'s answer; ``bounded`` (an older answer to fall back on, or the database failed moments
+        ago), waited for STALE_WAIT seconds at most: the lookup goes on in the background and caches what it
+        finds; it is not cancelled, since a database driver may take long to cancel a query on a connection that
+        does not answer."""
+        if not bounded:
+            return await lookup
+        task = asyncio.ensure_future(lookup)
+        done, _ = await asyncio.wait({task}, timeout=STALE_WAIT)
+        if not done:
+            task.add_done_callback(_consume)
+            raise TimeoutError("the database did not answer the lookup in time")
+        return task.result()
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """A background lookup's outcome, read so that asyncio does not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()

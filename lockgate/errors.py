@@ -20,6 +20,7 @@ generic 500 without details. Each error knows its HTTP status and renders in the
     ├── UpstreamError                 (the upstream's own status, message scrubbed)
     ├── UpstreamUnavailable           502     api_error / upstream_unavailable
     ├── UpstreamTimeout               504     timeout_error / upstream_timeout
+    ├── StoreUnavailable              503     api_error / store_unavailable    (the database, for what it alone knows)
     └── InternalError                 500     api_error
 
 Messages are written for the client: they never carry a traceback, an internal path, an upstream URL or a
@@ -49,6 +50,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "RequestTimeout",
+    "StoreUnavailable",
     "UpstreamError",
     "UpstreamTimeout",
     "UpstreamUnavailable",
@@ -221,6 +223,14 @@ class UpstreamTimeout(GatewayError):
     status = 504
     type = "timeout_error"
     code = "upstream_timeout"
+
+
+class StoreUnavailable(GatewayError):
+    """The database did not answer a question only it can answer (a key not cached yet): try again shortly."""
+
+    status = 503
+    type = "api_error"
+    code = "store_unavailable"
 
 
 class InternalError(GatewayError):
