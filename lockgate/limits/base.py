@@ -22,7 +22,8 @@ Kinds of limit (:data:`Kind`):
 Money is counted in integer nano-dollars (:func:`to_nano`) in both backends, so budget comparisons are exact
 integer comparisons (no float tolerance needed) and identical in Python and in Redis' Lua.
 
-Backends: ``local.py`` (one process, also the degraded fallback) and ``redis.py`` (shared by every instance).
+Backends: ``local.py`` (one process, also the degraded fallback) and ``redis.py`` (shared by every instance;
+at a high rate it admits and settles in memory, on leases of each limit's headroom, see ``leases.py``).
 Both pass ``tests/limits/test_contract.py``.
 """
 
@@ -33,7 +34,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "NANO",
@@ -176,6 +177,7 @@ class Ticket:
     now: float | None = None  # the injected clock at admission (tests); settle then defaults to it
     local: bool = False  # issued by a LocalLimiter (a RedisLimiter's degraded mode settles it locally)
     settled: bool = False
+    leases: tuple[Any, ...] = ()  # RedisLimiter: the lease each of ``limits`` was counted in (see leases.py)
 
 
 @dataclass

@@ -1,53 +1,78 @@
-"""RedisLimiter: limits shared by every gateway instance through one Redis, one Lua script call per step.
+"""RedisLimiter: limits shared by every gateway instance through one Redis, spent in process through leases.
 
-An admit is one EVALSHA of :data:`ADMIT` over every limit of the request (check all, then count all, or
-count nothing); a settle is one EVALSHA of :data:`SETTLE`. Redis runs a script alone, so two instances'
-checks and counts never interleave. The script reads the server's clock (``TIME``) unless a test injects
-``now``. The calls made during one event-loop turn go out as one pipeline (:class:`_Batcher`): one write,
-one round trip. Keys (all ``lockgate:``-prefixed; a scope is ids and key hashes, never a secret)::
+A request whose limits all hold an open lease with room (leases.py) is admitted and settled in memory, with
+no Redis call. Otherwise one EVALSHA of :data:`ADMIT` admits it over the limits without such a lease (check
+all, then count all, or count nothing; those with a lease are held here meanwhile, and given back if Redis
+refuses) and grants each a lease: ``min(want, floor(headroom / (4 x instances)))``, at least the request's
+own need (``want``: about ``lease_seconds`` of this process's rate of admissions under the limit; one ADMIT
+at a time asks for a lease on a limit, requests arriving meanwhile wait for it once). A lease group closes
+after ``lease_seconds`` (default 0.25 s; sooner when one of its leases cannot take a request), and one
+:data:`SETTLE`, once its requests have settled, gives back what it did not use and replaces reservations by
+what was used (a closed group whose requests take long first gives back what they do not hold, after 0.5 s).
+At a high rate a limit set costs a few Redis calls a second instead of two per request; a small limit, or one
+near exhaustion, grants just the request, and behaves exactly as it did before leases. Redis runs a script
+alone, so two instances' checks and counts never interleave; scripts read the server's clock (``TIME``)
+unless a test injects ``now``. The calls made during one event-loop turn go out as one pipeline (batcher.py),
+and the leases a batch grants are installed before any of its callers resumes. Keys (all
+``lockgate:``-prefixed; a scope is ids and key hashes, never a secret)::
 
     lockgate:rate:rpm:<scope>                       hash  second -> requests        expire 120 s after a write
     lockgate:rate:tpm:<scope>                       hash  second -> tokens
-    lockgate:parallel:<scope>                       zset  ticket -> expiry (ms)     expires reservation_ttl after one
-    lockgate:budget:<window id>:<start ms>:<scope>  hash  spent, reserved (nano-USD), r:<ticket> -> reserved,
-                                                          x:<ticket> (reservation expired unsettled)
-    lockgate:budget-holds:<same>                    zset  ticket -> expiry (ms)     both expire a day after the
+    lockgate:parallel:<scope>                       zset  <group>:<n> -> expiry ms  expires reservation_ttl after one
+    lockgate:budget:<window id>:<start ms>:<scope>  hash  spent, reserved (nano-USD), r:<group> -> reserved,
+                                                          x:<group> (reservation expired unsettled),
+                                                          p:<group> (spend added so far by a group)
+    lockgate:budget-holds:<same>                    zset  group -> expiry (ms)      both expire a day after the
                                                                                     window ends (lifetime: idle a day)
-    lockgate:void:<ticket>                          string  an admit given up on    expires after 30 min
+    lockgate:lease:<group>                          string "<second> <seq> <c1>..." 120 s (reservation_ttl if it
+                                                          (scripts.py)              holds slots); read and deleted
+                                                                                    by the group's last SETTLE; a
+                                                                                    VOID's tombstone "v": 30 min
 
-A budget window's start and end are computed here (calendar months are not Lua's business) from this
-process's clock corrected by the server's (each reply carries the server time); the script refuses to count
-when the server's clock is outside the window it was given, and the admit is recomputed at the server's time.
+Guarantees, as without leases: what is counted (grants, single requests) never exceeds a limit (each grant
+is computed against counters that include every other grant); rpm and tpm are sliding 60 s windows of
+per-second buckets (a lease's requests count in its grant's second: they leave the window up to
+``lease_seconds`` early); a budget admits only while spent + reserved + estimate fits, so requests overspend
+it only by what those admitted spend beyond their estimates; a lease never spans a budget window's end;
+settles are idempotent and may be replayed in any order (SETTLE carries targets and a sequence number).
 
-Degraded mode, when Redis errs or answers slower than ``timeout``: rate limits (rpm, tpm, parallel) are
-enforced by an in-process :class:`LocalLimiter` with each limit divided by ``fallback_share`` (the number of
-instances; rounded up, at least 1); budget limits are refused unless ``budgets_fail_open`` (then they are not
-enforced); admissions say ``degraded=True``. One WARNING when entering, one INFO when recovering; while
-degraded, Redis is tried again at most once per ``probe_every`` (1 s) by one admit, the others answered
-locally at once. On recovery, in the background: settles that failed are replayed (bounded queue), and
-admits that timed out are voided (:data:`VOID`: their parallel and budget reservations undone, or, if the
-admit has not reached Redis yet, the marker stops it from counting at all).
+Degraded mode, when Redis errs or answers slower than ``timeout``: open leases close; rate limits (rpm, tpm,
+parallel) are enforced by an in-process :class:`LocalLimiter` with each limit divided by ``fallback_share``
+(the number of instances; rounded up, at least 1); budget limits are refused unless ``budgets_fail_open``
+(then they are not enforced); admissions say ``degraded=True``. One WARNING when entering, one INFO when
+recovering; while degraded, Redis is tried again at most once per ``probe_every`` (1 s) by one admit, the
+others answered locally at once. On recovery, in the background: settles that failed are replayed (bounded
+queue), and admits that timed out are voided (:data:`VOID`: all they counted undone, rpm and tpm included, or,
+if the admit has not reached Redis yet, the tombstone stops it from counting at all).
 
-Known limits: an admit that timed out but ran on the server keeps its rpm/tpm counts until they leave the
-60 s window. Give the client no retries of its own (:meth:`RedisLimiter.from_url` does): a retried script
-may count a request twice. One Redis, not Redis Cluster (a request's keys span hash slots).
+Known limits: what a lease holds is out of other instances' reach until it comes back: at most
+1/(4 x instances) of a limit's headroom per instance and limit, back within ``lease_seconds`` + 0.5 s when
+idle. So a burst that meets a limit all at once may see a few requests refused that would have fitted (and
+fit again a moment later); over time the count is exact. Other instances learn a leased request's real
+tokens and cost when its lease group closes, not at its settle. An instance that dies keeps its leases' rpm
+and tpm units until they leave the 60 s window, its parallel slots and budget reservations until
+``reservation_ttl`` (as with single requests), and the spend its open lease group had settled never reaches
+Redis (the database has it: a window seeded again from the store counts it). Give the client no retries of
+its own (:meth:`RedisLimiter.from_url` does): a retried ADMIT may count twice. One Redis, not Redis Cluster
+(a request's keys span hash slots).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import itertools
 import logging
 import math
 import os
 import time
 from collections import deque
+from functools import partial
 from typing import Any
 
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from lockgate.limits.base import (
     BUDGET_GRACE,
@@ -62,366 +87,22 @@ from lockgate.limits.base import (
     headroom,
     to_nano,
 )
+from lockgate.limits.batcher import Batcher, Call
+from lockgate.limits.leases import PARALLEL_MAX, Book, Group, Lease, Single, Track, hold_slot, want
 from lockgate.limits.local import LocalLimiter
+from lockgate.limits.scripts import ADMIT, ADMIT_SCRIPT, LEASE_PREFIX, SEED, SEED_SCRIPT, SETTLE, VOID, VOID_SCRIPT
 
-__all__ = ["ADMIT", "SEED", "SETTLE", "VOID", "RedisLimiter"]
+__all__ = ["ADMIT", "DEFAULT_LEASE_SECONDS", "SEED", "SETTLE", "VOID", "RedisLimiter"]
 
 log = logging.getLogger("lockgate.limits")
 
 FAILURES = (RedisError, OSError, TimeoutError)
 PENDING_MAX = 10_000  # failed settles and voids kept for replay
 REPLAY_BATCH = 200
-VOID_PREFIX = "lockgate:void:"
-VOID_MIN_MS = 1_800_000  # a void marker outlives any delayed admit (TCP gives up retransmitting in ~15 min)
+VOID_MIN_MS = 1_800_000  # a tombstone outlives any delayed admit (TCP gives up retransmitting in ~15 min)
+DEFAULT_LEASE_SECONDS = 0.25
+SHARE = 4  # a lease takes at most 1/(SHARE x instances) of a limit's headroom
 _CODE = {"rpm": "r", "tpm": "t", "parallel": "p", "budget": "b"}
-
-# KEYS: the ticket's void marker, then per limit one key (rpm, tpm, parallel) or two (budget: hash, holds zset).
-# ARGV: now ms ('' = server clock), ticket id, tokens, cost (nano), reservation ttl ms, and one string with, per
-#       limit, "kind limit start end " (kind r t p b; limit in nano-USD for a budget; the budget window's start
-#       and end ms, 0 0 for none): one argument rather than four per limit, as encoding arguments is most of
-#       the client's cost.
-# Reply: {1, t, used...} counted (used: what each limit had before this request);
-#        {0, t, index of the refusing limit or 0, retry ms or -1, indexes of cold budgets...} nothing counted;
-#        {2, t} a budget window given does not contain t: nothing counted, recompute the windows at t;
-#        {3, t} the ticket was voided (its admit had timed out on the client): nothing counted.
-ADMIT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {3, 0} end
-local t
-if ARGV[1] == '' then
-  local now = redis.call('TIME')
-  t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-else
-  t = tonumber(ARGV[1])
-end
-local s = math.floor(t / 1000)
-local id, tokens, cost, ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local specs = {}
-for kind, lim, start, stop in string.gmatch(ARGV[6], '(%a) (%S+) (%S+) (%S+)') do
-  specs[#specs + 1] = {kind, tonumber(lim), tonumber(start), tonumber(stop)}
-end
-local n = #specs
-local used, first, cold = {}, {}, {}
-local k = 2
-
-local function fits(kind, lim, total)
-  if kind == 'r' then return total + 1 <= lim end
-  return total < lim
-end
-
-for i = 1, n do
-  local kind, lim = specs[i][1], specs[i][2]
-  local key = KEYS[k]
-  first[i] = k
-  if kind == 'r' or kind == 't' then
-    k = k + 1
-    local flat = redis.call('HGETALL', key)
-    local total, stale, live = 0, {}, {}
-    for j = 1, #flat, 2 do
-      local sec = tonumber(flat[j])
-      if sec <= s - 60 then
-        stale[#stale + 1] = flat[j]
-      else
-        local amount = tonumber(flat[j + 1])
-        total = total + amount
-        live[#live + 1] = {sec, amount}
-      end
-    end
-    if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-    if not fits(kind, lim, total) then
-      table.sort(live, function(x, y) return x[1] < y[1] end)
-      local retry, left = 60000, total
-      for _, b in ipairs(live) do
-        left = left - b[2]
-        if fits(kind, lim, left) then retry = math.max(0, (b[1] + 60) * 1000 - t); break end
-      end
-      return {0, t, i, retry, unpack(cold)}
-    end
-    used[i] = total
-  elseif kind == 'p' then
-    k = k + 1
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', t)
-    local busy = redis.call('ZCARD', key)
-    if busy + 1 > lim then return {0, t, i, -1, unpack(cold)} end
-    used[i] = busy
-  else
-    local holds = KEYS[k + 1]
-    k = k + 2
-    local start, stop = specs[i][3], specs[i][4]
-    if stop > 0 and (t < start or t >= stop) then return {2, t} end
-    local spent = redis.call('HGET', key, 'spent')
-    if not spent then
-      cold[#cold + 1] = i
-      used[i] = 0
-    else
-      local gone = redis.call('ZRANGEBYSCORE', holds, '-inf', t)
-      if #gone > 0 then
-        for _, tid in ipairs(gone) do
-          local amount = tonumber(redis.call('HGET', key, 'r:' .. tid) or '0')
-          redis.call('HINCRBY', key, 'reserved', string.format('%d', -amount))
-          redis.call('HDEL', key, 'r:' .. tid)
-          redis.call('HSET', key, 'x:' .. tid, '1')
-        end
-        redis.call('ZREMRANGEBYSCORE', holds, '-inf', t)
-      end
-      local total = tonumber(spent) + tonumber(redis.call('HGET', key, 'reserved') or '0')
-      if total + cost > lim then
-        local retry = -1
-        if stop > 0 then retry = stop - t end
-        return {0, t, i, retry, unpack(cold)}
-      end
-      used[i] = total
-    end
-  end
-end
-if #cold > 0 then return {0, t, 0, -1, unpack(cold)} end
-
-local second = string.format('%d', s)
-local expiry = string.format('%d', t + ttl)
-for i = 1, n do
-  local kind = specs[i][1]
-  local key = KEYS[first[i]]
-  if kind == 'r' then
-    redis.call('HINCRBY', key, second, 1)
-    redis.call('PEXPIRE', key, 120000)
-  elseif kind == 't' then
-    redis.call('HINCRBY', key, second, ARGV[3])
-    redis.call('PEXPIRE', key, 120000)
-  elseif kind == 'p' then
-    redis.call('ZADD', key, expiry, id)
-    redis.call('PEXPIRE', key, ttl)
-  else
-    local holds = KEYS[first[i] + 1]
-    local stop = specs[i][4]
-    local life = 86400000
-    if stop > 0 then life = stop - t + 86400000 end
-    redis.call('HINCRBY', key, 'reserved', ARGV[4])
-    redis.call('HSET', key, 'r:' .. id, ARGV[4])
-    redis.call('ZADD', holds, expiry, id)
-    redis.call('PEXPIRE', key, life)
-    redis.call('PEXPIRE', holds, life)
-  end
-end
-return {1, t, unpack(used)}
-"""
-
-# KEYS: per settled limit one key (tpm, parallel) or two (budget: hash, holds zset).
-# ARGV: now ms ('' = server clock), ticket id, admission second, tokens delta (real - reserved), cost (nano),
-#       and the limits' kinds as one string (t p b, e.g. "tpbb").
-# A budget's cost is added once: if its reservation is still held, or had expired unsettled (x:<ticket>);
-# a window whose counters are gone is left alone (the next admit finds it cold and seeds it from the store).
-SETTLE = """
-local t
-if ARGV[1] == '' then
-  local now = redis.call('TIME')
-  t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-else
-  t = tonumber(ARGV[1])
-end
-local s = math.floor(t / 1000)
-local id, at = ARGV[2], tonumber(ARGV[3])
-local k = 1
-for i = 1, #ARGV[6] do
-  local kind = string.sub(ARGV[6], i, i)
-  if kind == 't' then
-    local key = KEYS[k]
-    k = k + 1
-    if at > s - 60 and redis.call('HEXISTS', key, ARGV[3]) == 1 then
-      redis.call('HINCRBY', key, ARGV[3], ARGV[4])
-    end
-  elseif kind == 'p' then
-    redis.call('ZREM', KEYS[k], id)
-    k = k + 1
-  else
-    local key, holds = KEYS[k], KEYS[k + 1]
-    k = k + 2
-    if redis.call('HEXISTS', key, 'spent') == 1 then
-      local count = false
-      if redis.call('ZREM', holds, id) == 1 then
-        local amount = tonumber(redis.call('HGET', key, 'r:' .. id) or '0')
-        redis.call('HINCRBY', key, 'reserved', string.format('%d', -amount))
-        redis.call('HDEL', key, 'r:' .. id)
-        count = true
-      elseif redis.call('HDEL', key, 'x:' .. id) == 1 then
-        count = true
-      end
-      if count then redis.call('HINCRBY', key, 'spent', ARGV[5]) end
-    end
-  end
-end
-return 1
-"""
-
-# KEYS: the budget hash. ARGV: spent (nano), lifetime ms. 1 if seeded, 0 if the window already had a spend.
-SEED = """
-if redis.call('HSETNX', KEYS[1], 'spent', ARGV[1]) == 1 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
-
-# KEYS: the ticket's void marker, then per parallel limit its key, per budget its hash and holds.
-# ARGV: ticket id, marker lifetime ms, the limits' kinds as one string (p b). Undoes the reservations of an admit the
-# client gave up on, whether it ran or not (the marker stops it if it arrives later); rate buckets expire.
-VOID = """
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
-local k = 2
-for i = 1, #ARGV[3] do
-  if string.sub(ARGV[3], i, i) == 'p' then
-    redis.call('ZREM', KEYS[k], ARGV[1])
-    k = k + 1
-  else
-    local key, holds = KEYS[k], KEYS[k + 1]
-    k = k + 2
-    if redis.call('ZREM', holds, ARGV[1]) == 1 and redis.call('HEXISTS', key, 'spent') == 1 then
-      local amount = tonumber(redis.call('HGET', key, 'r:' .. ARGV[1]) or '0')
-      redis.call('HINCRBY', key, 'reserved', string.format('%d', -amount))
-      redis.call('HDEL', key, 'r:' .. ARGV[1])
-    end
-    redis.call('HDEL', key, 'x:' .. ARGV[1])
-  end
-end
-return 1
-"""
-
-
-class _Script:
-    """A constant Lua script, run by EVALSHA (by EVAL when the server does not have it yet)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
-
-
-_ADMIT, _SETTLE, _SEED, _VOID = _Script(ADMIT), _Script(SETTLE), _Script(SEED), _Script(VOID)
-Call = tuple[_Script, list[str], list[str]]  # a script, its keys, its arguments
-
-
-def _function(name: str, body: str) -> str:
-    """A script's text as a local Lua function of its own KEYS and ARGV (its top-level returns become the
-    function's)."""
-    return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
-
-
-# Several calls in one script run: ARGV[1] is "<code> <nkeys> <nargs> " per call (codes a s d v), then every
-# call's arguments in order; KEYS every call's keys in order. Reply: each call's reply, in order. One reply to
-# parse per event-loop turn, not one per call; Redis runs the whole batch atomically.
-BATCH = (
-    _function("admit", ADMIT)
-    + _function("settle", SETTLE)
-    + _function("seed", SEED)
-    + _function("void", VOID)
-    + """
-local run = {a = admit, s = settle, d = seed, v = void}
-local out, ki, ai = {}, 1, 2
-for code, nk, na in string.gmatch(ARGV[1], '(%a) (%d+) (%d+)') do
-  nk, na = tonumber(nk), tonumber(na)
-  local keys, args = {}, {}
-  for j = 1, nk do keys[j] = KEYS[ki + j - 1] end
-  for j = 1, na do args[j] = ARGV[ai + j - 1] end
-  ki, ai = ki + nk, ai + na
-  out[#out + 1] = run[code](keys, args)
-end
-return out
-"""
-)
-_BATCH = _Script(BATCH)
-_CODES = {id(_ADMIT): "a", id(_SETTLE): "s", id(_SEED): "d", id(_VOID): "v"}
-
-
-class _Batcher:
-    """Sends the script calls made during one event-loop turn to Redis as one pipeline: one write and one
-    round trip for all of them (Redis still runs each script alone). A caller that stops waiting (its
-    timeout) does not stop the call."""
-
-    def __init__(self, client: redis.asyncio.Redis, timeout: float | None = None) -> None:
-        self._client = client
-        self._timeout = timeout  # one timer for the whole batch: its callers need none of their own
-        self._queue: list[tuple[Call, asyncio.Future[Any]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
-
-    def call(self, script: _Script, keys: list[str], args: list[str]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not self._queue:  # the sender starts on the loop's next turn, with every call made until then
-            task = loop.create_task(self._send())
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
-        self._queue.append(((script, keys, args), future))
-        return future
-
-    async def _send(self) -> None:
-        batch, self._queue = self._queue, []
-        try:
-            async with asyncio.timeout(self._timeout):
-                results = await self._pipeline([call for call, _ in batch], load=False)
-                missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-                if missing:  # a restarted or flushed server: EVAL loads the script
-                    again = await self._pipeline([batch[i][0] for i in missing], load=True)
-                    for i, result in zip(missing, again, strict=True):
-                        results[i] = result
-        except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        except BaseException:  # cancelled (close): so are its callers
-            for _, future in batch:
-                future.cancel()
-            raise
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
-
-    async def _pipeline(self, calls: list[Call], *, load: bool) -> list[Any]:
-        """The calls as one script run (BATCH) when there are several, else the one call's own script; packed
-        by hand (redis-py's packing cost more CPU than everything else a governed request does). A NOSCRIPT
-        reply is the result of the call(s) it stands for: the caller retries them with EVAL."""
-        if len(calls) == 1:
-            script, keys, args = calls[0]
-            return [await self._roundtrip(_pack(b"EVAL" if load else b"EVALSHA", script.text if load else script.sha,
-                                                keys, args))]  # fmt: skip
-        header = "".join(f"{_CODES[id(script)]} {len(keys)} {len(args)} " for script, keys, args in calls)
-        all_keys = [key for _, keys, _ in calls for key in keys]
-        all_args = [header, *(arg for _, _, args in calls for arg in args)]
-        data = _pack(b"EVAL" if load else b"EVALSHA", BATCH if load else _BATCH.sha, all_keys, all_args)
-        reply = await self._roundtrip(data)
-        if isinstance(reply, Exception):
-            return [reply] * len(calls)
-        return list(reply)
-
-    async def _roundtrip(self, data: bytes) -> Any:
-        """One packed command on one pooled connection: its reply, or the error reply as an exception object."""
-        pool = self._client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.send_packed_command(data, check_health=False)
-            try:
-                return await conn.read_response()
-            except ResponseError as exc:
-                return exc
-        except BaseException:
-            await conn.disconnect()  # the reply may still be on its way: never reuse the connection
-            raise
-        finally:
-            await pool.release(conn)
-
-    async def close(self) -> None:
-        for task in list(self._sending):
-            task.cancel()
-        await asyncio.gather(*self._sending, return_exceptions=True)
-
-
-def _pack(command: bytes, script: str, keys: list[str], args: list[str]) -> bytes:
-    """One Redis command in RESP: ``command script numkeys key... arg...``."""
-    parts = [script.encode(), str(len(keys)).encode(), *(k.encode() for k in keys), *(a.encode() for a in args)]
-    out = [b"*%d\r\n$%d\r\n%s\r\n" % (len(parts) + 1, len(command), command)]
-    out.extend(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
-    return b"".join(out)
 
 
 def _keys(limit: Limit, start: int) -> list[str]:
@@ -439,6 +120,22 @@ def _share(limit: Limit, share: int) -> Limit:
     return Limit(limit.scope, limit.kind, max(1, math.ceil(limit.limit / share)), limit.window)
 
 
+class _Attempt:
+    """One ADMIT on its way: what its reply is applied to."""
+
+    __slots__ = ("ask", "cost", "ends", "gid", "holds", "keys", "needs", "now", "remote", "starts", "tokens", "tracks")
+
+    def __init__(self, ask: Ask, now: float | None, gid: str, tokens: int, cost: int) -> None:
+        self.ask, self.now, self.gid, self.tokens, self.cost = ask, now, gid, tokens, cost
+        self.holds: dict[int, tuple[Lease, float]] = {}  # limit index -> the lease held here, remaining
+        self.remote: list[int] = []  # indexes of the limits asked of Redis
+        self.needs: list[int] = []
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.keys: list[list[str]] = []
+        self.tracks: list[Track] = []
+
+
 class RedisLimiter:
     def __init__(
         self,
@@ -449,15 +146,20 @@ class RedisLimiter:
         timeout: float = 0.1,
         reservation_ttl: float = DEFAULT_RESERVATION_TTL,
         probe_every: float = 1.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self._redis = client  # owned: closed by close()
-        self._batcher = _Batcher(client, timeout)
+        self._batcher = Batcher(client, timeout)
         self._instances = max(1, fallback_share)
         self._fail_open = budgets_fail_open
         self._timeout = timeout
+        self._ttl = reservation_ttl
         self._ttl_ms = round(reservation_ttl * 1000)
         self._void_ms = max(self._ttl_ms, VOID_MIN_MS)
         self._probe_every = probe_every
+        self._lease_seconds = max(0.0, lease_seconds)  # 0: no leases (every admit and settle asks Redis)
+        self._share = str(SHARE * self._instances)
+        self._ttl_arg, self._void_arg = str(self._ttl_ms), str(self._void_ms)
         self._local = LocalLimiter(reservation_ttl=reservation_ttl)
         self._degraded = False
         self._next_probe = 0.0
@@ -466,6 +168,10 @@ class RedisLimiter:
         self._pending: deque[Call] = deque()  # settles and voids that failed, replayed on recovery
         self._dropped = 0
         self._replay: asyncio.Task[None] | None = None
+        self._book = Book(self._send, self._lease_seconds, reservation_ttl)
+        self._tracks = self._book.tracks
+        self._outgoing: set[asyncio.Future[Any]] = set()  # SETTLEs sent without a caller waiting
+        self._ids = itertools.count(1)
 
     @classmethod
     def from_url(cls, url: str, *, max_connections: int = 64, **options: Any) -> RedisLimiter:
@@ -486,67 +192,350 @@ class RedisLimiter:
     def degraded(self) -> bool:
         return self._degraded
 
+    @property
+    def script_calls(self) -> int:
+        """Script calls sent to Redis so far (admits, settles, seeds, voids; a batch of n counts n)."""
+        return self._batcher.calls
+
+    @property
+    def round_trips(self) -> int:
+        return self._batcher.round_trips
+
     # --- admit ----------------------------------------------------------------------------------------
 
     async def admit(self, ask: Ask, now: float | None = None) -> Admission:
         if not ask.limits:
             return Admission(True, None, None, {}, Ticket("", ask.request_id, (), (), 0, ask.tokens, 0, now))
+        if now is not None:
+            self._book.now = now
         if self._degraded:
             clock = time.monotonic()
             if clock < self._next_probe:
                 return self._fallback(ask, now)
             self._next_probe = clock + self._probe_every  # this admit probes; the others stay local meanwhile
-        tid = os.urandom(12).hex()
+        else:
+            admission = self._admit_leased(ask, now)
+            if admission is not None:
+                return admission
         try:
-            admission = await self._admit(ask, now, tid)  # each Redis call is bounded by the batcher's timer
+            admission = await self._acquire(ask, now)  # each Redis call is bounded by the batcher's timer
         except FAILURES as exc:
             self._fail(exc)
-            self._keep(self._void_call(ask, now, tid))  # it may still run: undo its reservations on recovery
             return self._fallback(ask, now)
         if self._degraded:
             self._recover()
         return admission
 
-    async def _admit(self, ask: Ask, now: float | None, tid: str) -> Admission:
-        cost = to_nano(ask.cost)
-        at = now if now is not None else time.time() + self._offset
-        for _ in range(3):
-            starts: list[int] = []
-            keys = [VOID_PREFIX + tid]
-            specs: list[str] = []
-            for limit in ask.limits:
-                start, end = self._window(limit, at)
-                starts.append(start)
-                keys += _keys(limit, start)
-                ceiling = to_nano(limit.limit) if limit.kind == "budget" else repr(float(limit.limit))
-                specs.append(f"{_CODE[limit.kind]} {ceiling} {start} {end}")
-            moment = "" if now is None else str(round(now * 1000))
-            args = [moment, tid, str(ask.tokens), str(cost), str(self._ttl_ms), " ".join(specs)]
-            reply = await self._batcher.call(_ADMIT, keys, args)
-            if reply[0] == 3:
-                raise RedisError("the admit's ticket was voided")
-            t_ms = int(reply[1])
-            if now is None:
-                self._offset = t_ms / 1000 - time.time()
-            if reply[0] != 2:
-                break
-            at = t_ms / 1000  # our clock and the server's disagree about a budget window: use the server's
-        else:
-            raise RedisError("budget window kept moving under the admit")
-        if reply[0] == 0:
-            return self._refusal(ask, reply)
-        used = [int(n) for n in reply[2:]]
+    def _admit_leased(self, ask: Ask, now: float | None) -> Admission | None:
+        """The request admitted in memory when every limit has an open lease with room; else None."""
+        t = now if now is not None else time.time() + self._offset
+        mono = time.monotonic()
+        tokens, cost = ask.tokens, to_nano(ask.cost)
+        held: list[Lease] = []
+        tracks = self._tracks
+        for limit in ask.limits:
+            track = tracks.get((limit.scope, limit.kind))
+            lease = track.current if track is not None else None
+            if lease is None:
+                return None
+            group = lease.group
+            if t >= group.until or mono >= group.mono_until or not lease.fits(tokens, cost):
+                return None
+            granted = lease.limit
+            if granted is not limit and (granted.limit != limit.limit or granted.window != limit.window):
+                return None
+            held.append(lease)
+        return self._take(ask, now, held, tokens, cost)
+
+    def _take(self, ask: Ask, now: float | None, held: list[Lease], tokens: int, cost: int) -> Admission:
         remaining: dict[tuple[str, Kind], float] = {}
-        settles: list[Limit] = []
-        settle_starts: list[int] = []
-        for limit, n, start in zip(ask.limits, used, starts, strict=True):
-            if limit.kind != "parallel":
-                remaining[(limit.scope, limit.kind)] = headroom(limit, n, ask.tokens, cost)
-            if limit.kind != "rpm":
-                settles.append(limit)
-                settle_starts.append(start)
-        ticket = Ticket(tid, ask.request_id, tuple(settles), tuple(settle_starts), t_ms // 1000, ask.tokens, cost, now)
+        limits: list[Limit] = []
+        leases: list[Lease] = []
+        for limit, lease in zip(ask.limits, held, strict=True):
+            left = lease.take(tokens, cost)
+            if lease.code != "p":
+                remaining[(limit.scope, limit.kind)] = left
+            if lease.code != "r":
+                limits.append(limit)
+                leases.append(lease)
+                lease.group.inflight += 1
+        starts = tuple(lease.start for lease in leases)
+        ticket = Ticket(str(next(self._ids)), ask.request_id, tuple(limits), starts, 0, tokens, cost, now,
+                        leases=tuple(leases))  # fmt: skip
         return Admission(True, None, None, remaining, ticket)
+
+    async def _acquire(self, ask: Ask, now: float | None) -> Admission:
+        """Admit through Redis what has no lease with room here; hold the rest here meanwhile."""
+        tokens, cost = ask.tokens, to_nano(ask.cost)
+        waited = False
+        admission: Admission | None = None
+        for _ in range(4):
+            t = now if now is not None else time.time() + self._offset
+            held, remote, tracks, pending = self._split(ask, t, tokens, cost)
+            if not remote:  # a lease arrived meanwhile
+                return self._take(ask, now, [lease for lease in held if lease is not None], tokens, cost)
+            if pending and not waited:  # another request is asking for a lease on the same limit: wait for it
+                waited = True
+                await asyncio.wait(pending)
+                continue
+            admission = await self._ask(ask, now, t, held, remote, tracks, tokens, cost)
+            if admission.allowed or admission.denied is None:
+                return admission
+            denied = admission.denied  # refused: unless a lease on it has just arrived here
+            track = self._tracks.get((denied.scope, denied.kind))
+            lease = track.current if track is not None else None
+            if lease is None or not self._usable(lease, denied, now, tokens, cost):
+                return admission
+        assert admission is not None
+        return admission
+
+    def _usable(self, lease: Lease, limit: Limit, now: float | None, tokens: int, cost: int) -> bool:
+        t = now if now is not None else time.time() + self._offset
+        group = lease.group
+        open_ = t < group.until and time.monotonic() < group.mono_until
+        return open_ and lease.fits(tokens, cost) and lease.limit == limit
+
+    def _split(
+        self, ask: Ask, t: float, tokens: int, cost: int
+    ) -> tuple[list[Lease | None], list[int], list[Track], list[asyncio.Future[Any]]]:
+        """Each limit's open lease with room (None where there is none); the indexes and tracks of those
+        without, and the ADMITs on their way that ask for a lease on one of them. Leases found expired or too
+        small are closed."""
+        mono = time.monotonic()
+        held: list[Lease | None] = []
+        remote: list[int] = []
+        tracks: list[Track] = []
+        pending: list[asyncio.Future[Any]] = []
+        for i, limit in enumerate(ask.limits):
+            track = self._tracks.get((limit.scope, limit.kind))
+            if track is None:
+                track = self._tracks[(limit.scope, limit.kind)] = Track(t, mono)
+            track.seen = mono
+            lease = track.current
+            if lease is not None:
+                group = lease.group
+                closed = t >= group.until or mono >= group.mono_until
+                if closed or not lease.fits(tokens, cost) or lease.limit != limit:  # (a limit changed: a new lease)
+                    self._book.stop(group, mono)
+                    lease = None
+            held.append(lease)
+            if lease is None:
+                remote.append(i)
+                tracks.append(track)
+                if track.pending is not None and not track.pending.done():
+                    pending.append(track.pending)
+        return held, remote, tracks, pending
+
+    async def _ask(
+        self, ask: Ask, now: float | None, t: float, held: list[Lease | None], remote: list[int],
+        tracks: list[Track], tokens: int, cost: int,
+    ) -> Admission:  # fmt: skip
+        """One ADMIT (retried when a budget window moved): the admission, or Redis' refusal."""
+        attempt = _Attempt(ask, now, os.urandom(12).hex(), tokens, cost)
+        if len(remote) < len(held):
+            for i, lease in enumerate(held):
+                if lease is not None:
+                    attempt.holds[i] = (lease, lease.take(tokens, cost))
+                    lease.group.inflight += 1
+        attempt.remote, attempt.tracks = remote, tracks
+        amounts: list[str] = []  # "need want" per remote limit
+        asking: list[Track] = []
+        for i, track in zip(remote, tracks, strict=True):
+            limit = ask.limits[i]
+            if track.value != limit.limit:  # what does not change from one request to the next, once
+                track.describe(limit, to_nano(limit.limit) if limit.kind == "budget" else limit.limit, _keys(limit, 0))
+            need, wanted = self._want(limit, track, t, tokens, cost)
+            if track.pending is not None and not track.pending.done():
+                wanted = need  # one ADMIT at a time asks for a lease on a limit: the others just for their request
+            attempt.needs.append(need)
+            amounts.append(f"{need} {wanted}")
+            if wanted > need:
+                asking.append(track)
+        kinds = "".join(track.prefix[0] for track in tracks)
+        at = t
+        void: Call | None = None
+        try:
+            for _ in range(3):
+                keys, args = self._admit_call(attempt, at, amounts)
+                void = VOID_SCRIPT, keys, [attempt.gid, self._void_arg, kinds]
+                lost = partial(self._abandoned, attempt, void)
+                future = self._batcher.call(ADMIT_SCRIPT, keys, args, partial(self._granted, attempt), lost)
+                for track in asking:
+                    track.pending = future
+                try:
+                    result = await future
+                except asyncio.CancelledError:  # the request is gone: put right whatever the reply brought
+                    if not future.cancelled():
+                        lost(future.result() if future.exception() is None else future.exception())
+                    raise
+                if isinstance(result, Admission):
+                    return result
+                reply: list[Any] = result
+                if reply[0] == 3:
+                    raise RedisError("the admit's group was voided")
+                t_ms = int(reply[1])
+                if now is None:
+                    self._offset = t_ms / 1000 - time.time()
+                if reply[0] != 2:
+                    break
+                at = t_ms / 1000  # our clock and the server's disagree about a budget window: use the server's
+            else:
+                raise RedisError("budget window kept moving under the admit")
+        except FAILURES:
+            self._release(attempt)
+            if void is not None:
+                self._keep(void)  # it may still run: undo what it counts on recovery
+            raise
+        self._release(attempt)
+        return self._refusal(ask, remote, reply)
+
+    def _admit_call(self, attempt: _Attempt, at: float, amounts: list[str]) -> tuple[list[str], list[str]]:
+        """The keys and arguments of the ADMIT (budget windows as of ``at``)."""
+        keys = [LEASE_PREFIX + attempt.gid]
+        parts: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        own_keys: list[list[str]] = []
+        limits = attempt.ask.limits
+        for i, track, amount in zip(attempt.remote, attempt.tracks, amounts, strict=True):
+            limit = limits[i]
+            if limit.window is None:
+                start = end = 0
+                own = track.keys
+            else:
+                start, end = self._window(limit, at)
+                own = _keys(limit, start)
+            starts.append(start)
+            ends.append(end)
+            own_keys.append(own)
+            keys += own
+            parts.append(f"{track.prefix} {start} {end} {amount}")
+        attempt.starts, attempt.ends, attempt.keys = starts, ends, own_keys
+        moment = "" if attempt.now is None else str(round(attempt.now * 1000))
+        return keys, [moment, attempt.gid, self._ttl_arg, self._share, " ".join(parts)]
+
+    def _want(self, limit: Limit, track: Track, t: float, tokens: int, cost: int) -> tuple[int, int]:
+        """(need, want) of one limit: what the request needs, and the lease to ask for (at least the need)."""
+        count = want(track, t, self._lease_seconds)
+        kind = limit.kind
+        if kind == "rpm":
+            return 1, count
+        if kind == "parallel":  # slots are reused: enough for twice the most in flight lately
+            peak, track.peak = max(track.peak, track.busy), track.busy
+            return 1, 1 if count <= 1 else min(PARALLEL_MAX, 2 * peak + 2)
+        need = tokens if kind == "tpm" else cost
+        return need, need if count <= 1 else max(need, count * max(need, 1))
+
+    def _granted(self, attempt: _Attempt, reply: list[Any]) -> Admission | list[Any]:
+        """An ADMIT's reply applied here, before any caller of its batch resumes: the new leases installed and
+        the request's admission built; any other reply is left to the caller."""
+        if reply[0] != 1:
+            return reply
+        t_ms = int(reply[1])
+        now = attempt.now
+        if now is None:
+            self._offset = t_ms / 1000 - time.time()
+        clock = now if now is not None else t_ms / 1000
+        mono = time.monotonic()
+        until = clock + self._lease_seconds
+        for end in attempt.ends:
+            if end:
+                until = min(until, end / 1000)
+        ask, tokens, cost = attempt.ask, attempt.tokens, attempt.cost
+        needs = attempt.needs
+        if not attempt.holds and all(int(reply[3 + 2 * j]) <= need for j, need in enumerate(needs)):
+            return self._single(attempt, reply, t_ms)
+        group = Group(attempt.gid, until, mono + (until - clock), mono, now)
+        fresh: dict[int, Lease] = {}
+        keep = False
+        for j, i in enumerate(attempt.remote):
+            limit = ask.limits[i]
+            used, grant = int(reply[2 + 2 * j]), int(reply[3 + 2 * j])
+            lease = fresh[i] = Lease(group, limit, attempt.tracks[j], grant, used, attempt.starts[j], attempt.keys[j])
+            group.leases.append(lease)
+            if grant > attempt.needs[j]:
+                keep = True
+        remaining: dict[tuple[str, Kind], float] = {}
+        limits: list[Limit] = []
+        leases: list[Lease] = []
+        for i, limit in enumerate(ask.limits):
+            if i in fresh:
+                lease = fresh[i]
+                left = lease.take(tokens, cost)
+                if lease.code != "r":
+                    group.inflight += 1
+            else:
+                lease, left = attempt.holds[i]
+                if lease.code == "r":  # held only until now: nothing to settle
+                    self._book.unhold(lease.group)
+            if lease.code != "p":
+                remaining[(limit.scope, limit.kind)] = left
+            if lease.code != "r":
+                limits.append(limit)
+                leases.append(lease)
+        attempt.holds = {}
+        if keep and self._lease_seconds > 0:
+            self._book.open(group)
+            for j, i in enumerate(attempt.remote):
+                lease = fresh[i]
+                if lease.grant > attempt.needs[j]:
+                    previous = lease.track.current
+                    if previous is not None:
+                        self._book.stop(previous.group, mono)
+                    lease.track.current = lease
+        starts = tuple(lease.start for lease in leases)
+        ticket = Ticket(attempt.gid, ask.request_id, tuple(limits), starts, t_ms // 1000, tokens, cost, now,
+                        leases=tuple(leases))  # fmt: skip
+        return Admission(True, None, None, remaining, ticket)
+
+    def _single(self, attempt: _Attempt, reply: list[Any], t_ms: int) -> Admission:
+        """The admission of an ADMIT that counted just its request (see :class:`Single`)."""
+        ask, tokens, cost = attempt.ask, attempt.tokens, attempt.cost
+        single = Single(attempt.gid)
+        remaining: dict[tuple[str, Kind], float] = {}
+        limits: list[Limit] = []
+        starts: list[int] = []
+        for j, limit in enumerate(ask.limits):  # every limit was asked of Redis, in order
+            track = attempt.tracks[j]
+            track.count += 1
+            kind = limit.kind
+            if kind != "parallel":
+                remaining[(limit.scope, kind)] = headroom(limit, int(reply[2 + 2 * j]), tokens, cost)
+            else:
+                hold_slot(track)
+                single.slots.append(track)
+            if kind != "rpm":
+                limits.append(limit)
+                starts.append(attempt.starts[j])
+                single.codes += _CODE[kind]
+                single.indexes.append(j + 1)
+                single.keys += attempt.keys[j]
+        ticket = Ticket(attempt.gid, ask.request_id, tuple(limits), tuple(starts), t_ms // 1000, tokens, cost,
+                        attempt.now, leases=(single,))  # fmt: skip
+        return Admission(True, None, None, remaining, ticket)
+
+    def _release(self, attempt: _Attempt) -> None:
+        """The leases held for a request that Redis did not admit, given back."""
+        for lease, _ in attempt.holds.values():
+            lease.untake(attempt.tokens, attempt.cost)
+            lease.track.count -= 1
+            self._book.unhold(lease.group)
+        attempt.holds = {}
+
+    def _abandoned(self, attempt: _Attempt, void: Call, outcome: Any) -> None:
+        """The caller of an ADMIT went away (cancelled) before its reply: undo what the reply counted."""
+        if isinstance(outcome, Admission) and outcome.ticket is not None:
+            ticket = outcome.ticket
+            ticket.settled = True
+            if ticket.leases and isinstance(ticket.leases[0], Single):
+                self._send(ticket.leases[0].call(ticket, 0, 0, attempt.now))
+            else:
+                for group in self._book.settle(ticket, 0, 0):
+                    self._send(self._book.final(group, attempt.now))
+            return
+        if isinstance(outcome, FAILURES):
+            self._keep(void)
+        self._release(attempt)
 
     def _window(self, limit: Limit, at: float) -> tuple[int, int]:
         """The budget window containing ``at`` in ms ((0, 0) for a lifetime budget), remembered per series."""
@@ -563,12 +552,12 @@ class RedisLimiter:
         return bounds
 
     @staticmethod
-    def _refusal(ask: Ask, reply: list[Any]) -> Admission:
+    def _refusal(ask: Ask, remote: list[int], reply: list[Any]) -> Admission:
         index, retry_ms = int(reply[2]), int(reply[3])
-        cold = tuple(ask.limits[int(i) - 1] for i in reply[4:])
+        cold = tuple(ask.limits[remote[int(i) - 1]] for i in reply[4:])
         if index == 0:
             return Admission(False, None, None, {}, None, cold)
-        denied = ask.limits[index - 1]
+        denied = ask.limits[remote[index - 1]]
         remaining: dict[tuple[str, Kind], float] = {}
         if denied.kind != "parallel":
             remaining[(denied.scope, denied.kind)] = 0.0
@@ -587,15 +576,6 @@ class RedisLimiter:
             admission.denied = originals[shared.index(admission.denied)]
         return admission
 
-    def _void_call(self, ask: Ask, now: float | None, tid: str) -> Call:
-        at = now if now is not None else time.time() + self._offset
-        keys, kinds = [VOID_PREFIX + tid], ""
-        for limit in ask.limits:
-            if limit.kind == "parallel" or limit.kind == "budget":
-                keys += _keys(limit, self._window(limit, at)[0])
-                kinds += _CODE[limit.kind]
-        return _VOID, keys, [tid, str(self._void_ms), kinds]
-
     # --- settle, seed, spent ----------------------------------------------------------------------------
 
     async def settle(self, ticket: Ticket, tokens: int, cost: float, now: float | None = None) -> None:
@@ -606,37 +586,39 @@ class RedisLimiter:
                 self._local.settle_now(ticket, tokens, cost, now)
                 return
             ticket.settled = True
-            if not ticket.limits:
+            if not ticket.leases:
                 return
-            call = self._settle_call(ticket, tokens, to_nano(cost), now)
-            if self._degraded and time.monotonic() < self._next_probe:
-                self._keep(call)
-                return
-            try:
-                await self._batcher.call(*call)  # bounded by the batcher's timer
-            except FAILURES as exc:
-                self._fail(exc)
-                self._keep(call)
+            if now is not None:
+                self._book.now = now
+            clock = now if now is not None else ticket.now
+            first, nano = ticket.leases[0], to_nano(cost)
+            if isinstance(first, Single):
+                calls: list[Call | None] = [first.call(ticket, tokens, nano, clock)]
+            else:
+                calls = [self._book.final(group, clock) for group in self._book.settle(ticket, tokens, nano)]
+            futures: list[tuple[Call, asyncio.Future[Any]]] = []
+            for call in calls:
+                if call is None:
+                    continue
+                if self._degraded and time.monotonic() < self._next_probe:
+                    self._keep(call)
+                else:
+                    futures.append((call, self._batcher.call(*call)))  # all in one batch
+            for call, future in futures:
+                try:
+                    await future  # bounded by the batcher's timer
+                except FAILURES as exc:
+                    self._fail(exc)
+                    self._keep(call)
         except Exception:  # settle runs after the response: it must never fail the request
             log.exception("limits: settle failed")
-
-    @staticmethod
-    def _settle_call(ticket: Ticket, tokens: int, nano: int, now: float | None) -> Call:
-        if now is None:
-            now = ticket.now
-        keys: list[str] = []
-        args = ["" if now is None else str(round(now * 1000)), ticket.id, str(ticket.second)]
-        args += [str(tokens - ticket.tokens), str(nano), "".join(_CODE[limit.kind] for limit in ticket.limits)]
-        for limit, start in zip(ticket.limits, ticket.starts, strict=True):
-            keys += _keys(limit, start)
-        return _SETTLE, keys, args
 
     async def seed(self, limit: Limit, spent: float, now: float | None = None) -> None:
         at = now if now is not None else time.time() + self._offset
         start, end = self._window(limit, at)
         life = BUDGET_GRACE * 1000 + (end - round(at * 1000) if end else 0)
         try:
-            await self._batcher.call(_SEED, _keys(limit, start)[:1], [str(to_nano(spent)), str(max(1000, life))])
+            await self._batcher.call(SEED_SCRIPT, _keys(limit, start)[:1], [str(to_nano(spent)), str(max(1000, life))])
         except FAILURES as exc:  # the admit that follows answers in degraded mode
             self._fail(exc)
 
@@ -646,11 +628,47 @@ class RedisLimiter:
         return 0.0 if value is None else int(value) / NANO
 
     async def close(self) -> None:
+        """Give back every lease (what requests still in flight hold expires with its reservation), then
+        close the client."""
+        await self._book.close()
+        if self._outgoing and not self._degraded:
+            try:
+                async with asyncio.timeout(max(self._timeout, 1.0)):
+                    await asyncio.gather(*self._outgoing, return_exceptions=True)
+            except TimeoutError:
+                pass
         if self._replay is not None:
             self._replay.cancel()
             await asyncio.gather(self._replay, return_exceptions=True)
         await self._batcher.close()
         await self._redis.aclose()
+
+    # --- telling Redis without waiting ---------------------------------------------------------------
+
+    def _send(self, call: Call | None) -> None:
+        """A SETTLE nobody waits for: kept for replay if Redis is unavailable or fails it."""
+        if call is None:
+            return
+        if self._degraded and time.monotonic() < self._next_probe:
+            self._keep(call)
+            return
+        future = self._batcher.call(*call)
+        self._outgoing.add(future)
+        future.add_done_callback(partial(self._sent, call))
+
+    def _sent(self, call: Call, future: asyncio.Future[Any]) -> None:
+        self._outgoing.discard(future)
+        if future.cancelled():
+            self._keep(call)
+            return
+        exc = future.exception()
+        if exc is None:
+            return
+        if isinstance(exc, FAILURES):
+            self._fail(exc)
+            self._keep(call)
+        else:  # pragma: no cover - a script error: a bug
+            log.error("limits: a lease settle failed: %s", exc)
 
     # --- degraded mode ----------------------------------------------------------------------------------
 
@@ -665,6 +683,7 @@ class RedisLimiter:
                 self._instances,
                 "not enforced" if self._fail_open else "refused",
             )
+            self._book.stop_all()  # the shared counters are out of reach: no more admitting on leases
 
     def _keep(self, call: Call) -> None:
         if len(self._pending) >= PENDING_MAX:
@@ -679,17 +698,28 @@ class RedisLimiter:
             log.warning("limits: %d settles were dropped while Redis was unavailable", self._dropped)
             self._dropped = 0
         if self._pending and (self._replay is None or self._replay.done()):
-            self._replay = asyncio.get_running_loop().create_task(self._replay_pending())
+            first = self._replay_batch()  # sent before any admit made after this one
+            self._replay = asyncio.get_running_loop().create_task(self._replay_pending(first))
 
-    async def _replay_pending(self) -> None:
+    def _replay_batch(self) -> list[asyncio.Future[Any]]:
+        count = min(REPLAY_BATCH, len(self._pending))
+        return [self._batcher.call(*self._pending[i]) for i in range(count)]
+
+    async def _replay_pending(self, batch: list[asyncio.Future[Any]]) -> None:
         """Run the settles and voids that failed while Redis was unavailable, oldest first, a batch at a time."""
-        while self._pending and not self._degraded:
-            batch = [self._pending[i] for i in range(min(REPLAY_BATCH, len(self._pending)))]
+        while batch:
             try:
                 async with asyncio.timeout(max(self._timeout, 1.0)):
-                    await asyncio.gather(*(self._batcher.call(*call) for call in batch))
-            except FAILURES as exc:
+                    results = await asyncio.gather(*batch, return_exceptions=True)
+            except TimeoutError as exc:
                 self._fail(exc)
+                return
+            failed = next((result for result in results if isinstance(result, FAILURES)), None)
+            if failed is not None:
+                self._fail(failed)
                 return
             for _ in batch:
                 self._pending.popleft()
+            if not self._pending or self._degraded:
+                return
+            batch = self._replay_batch()

@@ -39,9 +39,13 @@ def test_keys_are_prefixed_hold_only_the_scope_and_expire(redis_backend: Backend
     client = sync_client()
     keys = sorted(client.keys("*"))
     assert keys and all(key.startswith("lockgate:") for key in keys)
-    assert len(keys) == 3 + 2 * 2  # rate rpm, rate tpm, parallel; two budgets as a hash and a holds zset each
+    # rate rpm, rate tpm, parallel; two budgets as a hash and a holds zset each; the admit's lease record
+    assert len(keys) == 3 + 2 * 2 + 1
     ttls = {key: client.pttl(key) / 1000 for key in keys}
     assert all(ttl > 0 for ttl in ttls.values()), ttls
+    (record,) = [key for key in keys if key.startswith("lockgate:lease:")]
+    assert ttls[record] == pytest.approx(900, abs=2)  # as long as its parallel slots (else 120 s)
+    assert [int(n) for n in client.get(record).split()][1:] == [0, 1, 10, 1, 0, 0]  # second, seq, counts: no more
     assert ttls["lockgate:rate:rpm:key:5f0c"] == pytest.approx(120, abs=2)
     assert ttls["lockgate:rate:tpm:key:5f0c"] == pytest.approx(120, abs=2)
     assert ttls["lockgate:parallel:key:5f0c"] == pytest.approx(900, abs=2)
