@@ -185,6 +185,10 @@ class TeamRecord:
     # Added by migration 4 (columns appended in this order):
     model_aliases: dict[str, str] = dataclasses.field(default_factory=dict)  # JSON: requested name -> group
     soft_budget: float | None = None
+    # Added by migration 7, as the key's (a team-wide limit per model; the budget in the team's budget_duration):
+    model_max_budget: dict[str, float] = dataclasses.field(default_factory=dict)  # JSON: model -> USD
+    model_rpm_limit: dict[str, int] = dataclasses.field(default_factory=dict)  # JSON: model -> requests/min
+    model_tpm_limit: dict[str, int] = dataclasses.field(default_factory=dict)  # JSON: model -> tokens/min
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +255,8 @@ class SpendDelta:
     """USD to add to one budget scope's spend in one window.
 
     ``scope`` names what the budget belongs to: ``"key:<hash>"``, ``"user:<id>"``, ``"team:<id>"``, ``"org:<id>"``,
-    ``"end_user:<id>"``, ``"key:<hash>:model:<name>"``; the store treats it as an opaque non-empty string.
+    ``"end_user:<id>"``, ``"key:<hash>:model:<name>"``, ``"team:<id>:model:<name>"``; the store treats it as an
+    opaque non-empty string.
     ``window_id`` names one budget period (opaque, chosen by the limiter, e.g. ``"1h@1732406400"``); ``""`` is
     lifetime spend, for a budget with no budget_duration."""
 
@@ -560,7 +565,8 @@ def utc_now() -> datetime:
 # How each record's fields are checked: "id" a non-empty string, "str?" a string or None, "int?" an integer or
 # None, "num?" a number or None, "num" a number, "models" a tuple of strings, "json" a dict, "bool" a bool,
 # "time" an aware datetime, "time?" the same or None, "user_role" one of USER_ROLES; "aliases" a dict of names to
-# non-empty strings, "num_map" / "int_map" a dict of names to non-negative numbers / integers.
+# non-empty strings, "num_map" / "int_map" a dict of model names (non-empty) to finite non-negative numbers /
+# integers.
 _FIELD_KINDS: dict[type, dict[str, str]] = {
     KeyRecord: {
         "token_hash": "id", "key_name": "id", "key_alias": "str?", "user_id": "str?", "team_id": "str?",
@@ -579,7 +585,8 @@ _FIELD_KINDS: dict[type, dict[str, str]] = {
         "team_id": "id", "team_alias": "str?", "organization_id": "str?", "budget_duration": "str?",
         "tpm_limit": "int?", "rpm_limit": "int?", "max_parallel_requests": "int?", "max_budget": "num?",
         "spend": "num", "models": "models", "metadata": "json", "blocked": "bool", "created_at": "time",
-        "updated_at": "time", "model_aliases": "aliases", "soft_budget": "num?",
+        "updated_at": "time", "model_aliases": "aliases", "soft_budget": "num?", "model_max_budget": "num_map",
+        "model_rpm_limit": "int_map", "model_tpm_limit": "int_map",
     },
     UserRecord: {
         "user_id": "id", "user_alias": "str?", "user_email": "str?", "user_role": "user_role",
@@ -658,10 +665,12 @@ def _check_value(name: str, kind: str, value: object) -> None:
     elif kind in ("aliases", "num_map", "int_map"):
         if not isinstance(value, dict) or not all(isinstance(k, str) and "\x00" not in k for k in value):
             raise ValueError(f"{name} must be a dict with string keys")
+        if kind != "aliases" and "" in value:
+            raise ValueError(f"{name} must name each model (a non-empty string)")
         for item in value.values():
             if kind == "aliases" and not (isinstance(item, str) and item and "\x00" not in item):
                 raise ValueError(f"{name} must map names to non-empty strings")
-            if kind == "num_map" and not (_is_number(item) and item >= 0):
+            if kind == "num_map" and not (_is_number(item) and _finite(item) and item >= 0):
                 raise ValueError(f"{name} must map names to non-negative numbers")
             if kind == "int_map" and not (isinstance(item, int) and not isinstance(item, bool) and item >= 0):
                 raise ValueError(f"{name} must map names to non-negative integers")

@@ -432,6 +432,22 @@ _V6_POSTGRES = (
     *_V6_INDEXES,
 )
 
+# --- 7: per-model limits of a team -------------------------------------------------------------------
+# The key's per-model maps (migration 4), for teams: model name -> USD / requests per minute / tokens per minute.
+# Columns appended in TeamRecord's field order; existing teams take the empty map.
+
+_V7_SQLITE = (
+    "ALTER TABLE teams ADD COLUMN model_max_budget TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE teams ADD COLUMN model_rpm_limit TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE teams ADD COLUMN model_tpm_limit TEXT NOT NULL DEFAULT '{}'",
+)
+
+_V7_POSTGRES = (
+    "ALTER TABLE teams ADD COLUMN model_max_budget JSONB NOT NULL DEFAULT '{}'",
+    "ALTER TABLE teams ADD COLUMN model_rpm_limit JSONB NOT NULL DEFAULT '{}'",
+    "ALTER TABLE teams ADD COLUMN model_tpm_limit JSONB NOT NULL DEFAULT '{}'",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _V1_SQLITE, _V1_POSTGRES),
     Migration(2, _V2_SQLITE, _V2_POSTGRES),
@@ -439,6 +455,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, _V4_SQLITE, _V4_POSTGRES),
     Migration(5, _V5_SQLITE, _V5_POSTGRES),
     Migration(6, _V6_SQLITE, _V6_POSTGRES),
+    Migration(7, _V7_SQLITE, _V7_POSTGRES),
 )
 LATEST_VERSION = len(MIGRATIONS)
 

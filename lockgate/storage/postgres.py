@@ -115,23 +115,29 @@ _DELETE_ORGS = "DELETE FROM organizations WHERE organization_id = ANY($1::text[]
 
 _INSERT_TEAM = """INSERT INTO teams (
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
-) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16)"""
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget,
+    model_max_budget, model_rpm_limit, model_tpm_limit
+) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15::jsonb, $16, $17::jsonb,
+    $18::jsonb, $19::jsonb)"""
 _SELECT_TEAM = """SELECT
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget,
+    model_max_budget, model_rpm_limit, model_tpm_limit
 FROM teams WHERE team_id = $1"""
 _SELECT_TEAM_FOR_UPDATE = """SELECT
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget,
+    model_max_budget, model_rpm_limit, model_tpm_limit
 FROM teams WHERE team_id = $1 FOR UPDATE"""
 _UPDATE_TEAM = """UPDATE teams SET team_alias = $2, organization_id = $3, models = $4::jsonb, max_budget = $5,
     budget_duration = $6, tpm_limit = $7, rpm_limit = $8, max_parallel_requests = $9, metadata = $10::jsonb,
-    blocked = $11, created_at = $12, updated_at = $13, spend = $14, model_aliases = $15::jsonb, soft_budget = $16
+    blocked = $11, created_at = $12, updated_at = $13, spend = $14, model_aliases = $15::jsonb, soft_budget = $16,
+    model_max_budget = $17::jsonb, model_rpm_limit = $18::jsonb, model_tpm_limit = $19::jsonb
     WHERE team_id = $1"""
 _LIST_TEAMS = """SELECT
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget,
+    model_max_budget, model_rpm_limit, model_tpm_limit
 FROM teams WHERE ($1::text IS NULL OR organization_id = $1)
 ORDER BY created_at, team_id LIMIT $2 OFFSET $3"""
 _DELETE_TEAMS_MEMBERS = "DELETE FROM team_members WHERE team_id = ANY($1::text[])"
@@ -366,7 +372,8 @@ _ID_FIELDS: dict[type, str] = {
     EndUserRecord: "user_id",
     ModelRecord: "model_id",
 }
-_JSON_FIELDS = frozenset({"metadata", "model_aliases", "litellm_params", "model_info"})  # dicts
+_MODEL_MAPS = ("model_max_budget", "model_rpm_limit", "model_tpm_limit")  # a team's per-model limits
+_JSON_FIELDS = frozenset({"metadata", "model_aliases", "litellm_params", "model_info", *_MODEL_MAPS})  # dicts
 _FLOAT_FIELDS = frozenset({"max_budget", "spend", "soft_budget"})
 _FOREIGN_KEYS = {
     "teams_organization_fk": "organization_id",

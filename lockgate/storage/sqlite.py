@@ -108,19 +108,23 @@ _DELETE_ORG = "DELETE FROM organizations WHERE organization_id = ?"
 
 _INSERT_TEAM = """INSERT INTO teams (
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget,
+    model_max_budget, model_rpm_limit, model_tpm_limit
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _SELECT_TEAM = """SELECT
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget,
+    model_max_budget, model_rpm_limit, model_tpm_limit
 FROM teams WHERE team_id = ?"""
 _UPDATE_TEAM = """UPDATE teams SET team_alias = ?, organization_id = ?, models = ?, max_budget = ?,
     budget_duration = ?, tpm_limit = ?, rpm_limit = ?, max_parallel_requests = ?, metadata = ?, blocked = ?,
-    created_at = ?, updated_at = ?, spend = ?, model_aliases = ?, soft_budget = ?
+    created_at = ?, updated_at = ?, spend = ?, model_aliases = ?, soft_budget = ?, model_max_budget = ?,
+    model_rpm_limit = ?, model_tpm_limit = ?
     WHERE team_id = ?"""
 _LIST_TEAMS = """SELECT
     team_id, team_alias, organization_id, models, max_budget, budget_duration, tpm_limit, rpm_limit,
-    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget
+    max_parallel_requests, metadata, blocked, created_at, updated_at, spend, model_aliases, soft_budget,
+    model_max_budget, model_rpm_limit, model_tpm_limit
 FROM teams WHERE (:organization_id IS NULL OR organization_id = :organization_id)
 ORDER BY created_at, team_id LIMIT :limit OFFSET :offset"""
 _DELETE_TEAM_MEMBERS = "DELETE FROM team_members WHERE team_id = ?"
@@ -324,7 +328,8 @@ _ID_FIELDS: dict[type, str] = {
     ModelRecord: "model_id",
 }
 _TIME_FIELDS = frozenset({"created_at", "updated_at"})
-_JSON_FIELDS = frozenset({"metadata", "model_aliases", "litellm_params", "model_info"})  # dicts
+_MODEL_MAPS = ("model_max_budget", "model_rpm_limit", "model_tpm_limit")  # a team's per-model limits
+_JSON_FIELDS = frozenset({"metadata", "model_aliases", "litellm_params", "model_info", *_MODEL_MAPS})  # dicts
 
 
 def _directory_row(record: OrgRecord | TeamRecord | UserRecord | EndUserRecord | ModelRecord) -> tuple[Any, ...]:
