@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Literal
 
 from lockgate import prompts
-from lockgate.api import anthropic, bedrock, customers, directory, health, keys, models, openai, spend
+from lockgate.api import anthropic, bedrock, customers, directory, health, keys, metrics, models, openai, spend
 from lockgate.asgi import Receive, Request, Scope, Send
 from lockgate.auth import Authenticator, Permission, Principal, RouteKind
+from lockgate.callbacks import Dispatcher, owner_of
+from lockgate.callbacks.alerts import Alerter
 from lockgate.catalog import load_catalog
 from lockgate.config import Settings
 from lockgate.dbmodels import DbModels
@@ -45,6 +47,7 @@ from lockgate.invalidation import KeyInvalidation
 from lockgate.ledger import SpendLedger, ledger_values
 from lockgate.limits.base import Limiter, Window
 from lockgate.limits.local import LocalLimiter
+from lockgate.metrics import Metrics
 from lockgate.observe import RequestRecord, Sink
 from lockgate.redact import Redactor
 from lockgate.retention import Retention
@@ -126,6 +129,7 @@ def _routes() -> dict[str, Route]:
     add(("/health/liveliness", "/health/liveness"), Route({"GET": health.liveliness}, "public", kind="health"))
     add(("/health/readiness",), Route({"GET": health.readiness}, "public", kind="health"))
     add(("/health",), Route({"GET": health.health}, "admin", kind="health"))
+    add(("/metrics",), Route({"GET": metrics.metrics}, "viewer", kind="info"))  # lockgate.metrics may change it
     return routes
 
 
@@ -158,6 +162,21 @@ class Gateway:
         self._bedrock = Route({"POST": bedrock.passthrough}, "key", "bedrock", kind="llm")
         self._regenerate = Route({"POST": keys.regenerate}, "member")
         self.body_limit = int(settings.max_request_size_mb * 1024 * 1024)
+        self.metrics: Metrics | None = None
+        if settings.metrics == "off":
+            del self.routes["/metrics"]
+        else:
+            self.metrics = Metrics(settings.metrics_labels, settings.metrics_max_series)
+            sinks = (*sinks, self.metrics)
+            self.health.cooldown_listeners.append(self.metrics.cooled)
+            if settings.metrics != "viewer":
+                access: Permission = "public" if settings.metrics == "public" else "key"
+                self.routes["/metrics"] = Route({"GET": metrics.metrics}, access, kind="info")
+        self.in_flight = 0
+        """HTTP requests being served now (lockgate_in_flight_requests)."""
+        self.callbacks: Dispatcher | None = None
+        """The configured callbacks (otel, langfuse, webhooks, plug-ins), started with the server."""
+        self.alerts: Alerter | None = None
         self.sinks = sinks
         self.started_at = int(time.time())
         self.draining = False
@@ -227,7 +246,7 @@ class Gateway:
             listener = redis.asyncio.from_url(url, socket_connect_timeout=0.5)
             self.invalidation = KeyInvalidation(listener, self.auth.forget, self.db_models.wake, self.health.cool)
             self.invalidation.start()
-            self.health.on_cooldown = self.invalidation.publish_cooldown
+            self.health.cooldown_listeners.append(self.invalidation.publish_cooldown)
         if self._governor is None:
             share = self.workers if self.settings.redis_url is None else 1
             if share > 1:
@@ -239,6 +258,20 @@ class Gateway:
                 self._limiter(), self.store, default_output=default_output, share=share, budgets=self._budgets()
             )
             self._governor.writer.start()
+        self._start_callbacks()
+
+    def _start_callbacks(self) -> None:
+        """Callbacks and alerts (lockgate.callbacks), once the governor whose budgets the alerts watch exists."""
+        observe = self.settings.observe
+        if self.callbacks is None and observe.callbacks:
+            self.callbacks = Dispatcher.from_settings(observe)
+            if self.callbacks is not None:
+                self.callbacks.start()
+        if self.alerts is None and observe.alerts is not None:
+            self.alerts = Alerter(observe.alerts)
+            self.alerts.start()
+            self.alerts.watch(self.health)
+            self.governor.on_budget = self.alerts.budget
 
     def _budgets(self) -> GatewayBudgets:
         """The config's gateway-wide budget (its periods counted from 1970-01-01 UTC) and end users' default."""
@@ -277,6 +310,12 @@ class Gateway:
         if self._governor is not None:  # after the drain: what in-flight requests spent is written
             await self._governor.close()
             self._governor = None
+        if self.callbacks is not None:  # after the drain: every finished request is queued; send what is left
+            await self.callbacks.close()
+            self.callbacks = None
+        if self.alerts is not None:
+            await self.alerts.close()
+            self.alerts = None
         await self.thinking.close()
         if self.invalidation is not None:
             await self.invalidation.close()
@@ -349,12 +388,19 @@ class Gateway:
         """A request is done: its row in the spend ledger (with its prompt and answer, redacted, when they are
         stored), then the record to the sinks."""
         record.latency_ms = (time.perf_counter() - req.started) * 1000
+        principal = req.principal
+        if principal is not None and record.key_alias is None:  # who, for the request log and metrics_labels
+            key, team = principal.key, principal.team
+            record.user_id = principal.user_id or (key.user_id if key is not None else None)
+            record.team_id = team.team_id if team is not None else (key.team_id if key is not None else None)
+            record.key_alias = (key.key_alias or key.key_name) if key is not None else principal.identity
         for attempt in record.attempt_log:  # the one that answered ends with the request
             if attempt.outcome == "pending":
                 attempt.duration_ms = max(0.0, record.latency_ms - attempt.started_ms)
                 attempt.outcome, attempt.error_kind = (
                     ("failed", "connection") if record.error_type else ("answered", None)
                 )
+        content = None
         if self._ledger is not None and ledger:
             content = req.capture.stored(self.redactor, record.status) if req.capture is not None else None
             charge = None
@@ -366,6 +412,18 @@ class Gateway:
                 sink.emit(record)
             except Exception as exc:  # a broken sink must never fail a request that has been answered
                 log.error("request sink %s failed: %s", type(sink).__name__, describe(exc))
+        if self.callbacks is not None or self.alerts is not None:
+            self._notify(record, req, content)
+
+    def _notify(self, record: RequestRecord, req: Request, content: tuple[object, object] | None) -> None:
+        """Queue the record for the callbacks and the alerts (lockgate.callbacks): no I/O here."""
+        try:
+            if self.callbacks is not None:
+                self.callbacks.emit(record, owner=owner_of(req.principal), router=self.router, content=content)
+            if self.alerts is not None:
+                self.alerts.request(record)
+        except Exception as exc:  # as with sinks: never the answered request's problem
+            log.error("callbacks: a record was not queued: %s", describe(exc))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -391,6 +449,7 @@ class Gateway:
             route = self._bedrock
         elif route is None and req.path.startswith("/key/") and req.path.endswith("/regenerate"):
             route = self._regenerate  # /key/{key}/regenerate: the key named in the path
+        self.in_flight += 1
         try:
             if len(scope["headers"]) > MAX_HEADERS:
                 raise HeadersTooLarge(f"More than {MAX_HEADERS} request headers.")
@@ -412,6 +471,8 @@ class Gateway:
         except Exception as exc:
             log.error("unhandled error on %s (request %s): %s", req.path[:200], req.request_id, describe(exc))
             await self._send_error(req, route, InternalError(f"Internal error (request id {req.request_id})."))
+        finally:
+            self.in_flight -= 1
 
     async def _send_error(self, req: Request, route: Route | None, error: GatewayError) -> None:
         dialect = route.dialect if route is not None else "openai"

@@ -1,7 +1,7 @@
 """The ``lockgate`` command: ``serve``, ``check-config``, ``db upgrade``, ``keys create|list|revoke``,
-``teams create|list|add-member|delete``, ``--version``. The admin commands work on the configured database
-directly (no running gateway needed); running gateways see a revoked key fail within
-``user_api_key_cache_ttl``."""
+``teams create|list|add-member|delete``, ``top`` (a running gateway's metrics: :mod:`lockgate.top`),
+``--version``. The admin commands work on the configured database directly (no running gateway needed); running
+gateways see a revoked key fail within ``user_api_key_cache_ttl``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from lockgate import __version__
+from lockgate import __version__, top
 from lockgate.config import ConfigError, Settings, load_settings
 from lockgate.errors import GatewayError
 from lockgate.keys import generate_key, hash_key, new_record, parse_duration
@@ -92,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     team_delete = teams.add_parser("delete", help="delete a team (its keys stay, and stop seeing its models)")
     team_delete.add_argument("--config", type=Path, required=True)
     team_delete.add_argument("team_id")
+    top = commands.add_parser("top", help="requests/s, latency and errors per model group of a running gateway")
+    top.add_argument("--url", default="http://127.0.0.1:4000", help="the gateway (default http://127.0.0.1:4000)")
+    top.add_argument("--key", help="a proxy admin or viewer key (default: LITELLM_MASTER_KEY)")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between scrapes (default 1)")
+    top.add_argument("--once", action="store_true", help="print one table (two scrapes an interval apart)")
     return parser
 
 
@@ -271,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command in ("db", "keys", "teams"):
         return _admin(args)
+    if args.command == "top":
+        key = args.key or os.environ.get("LITELLM_MASTER_KEY")  # (the variable config.ENVIRONMENT documents)
+        return top.run(args.url, key, interval=max(0.05, args.interval), once=args.once)
     _parser().print_help()
     return 2
 

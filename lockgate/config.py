@@ -25,6 +25,8 @@ from urllib.parse import quote
 
 import yaml
 
+from lockgate.callbacks.settings import ENVIRONMENT as CALLBACK_ENVIRONMENT
+from lockgate.callbacks.settings import ObserveSettings, parse_observe
 from lockgate.configkeys import (
     _GENERAL,
     _GENERAL_IGNORED,
@@ -74,6 +76,7 @@ ENVIRONMENT: dict[str, str] = {
     "REDIS_PASSWORD": "Redis password with `REDIS_HOST`.",
     "LITELLM_SALT_KEY": "Encrypts the credentials of models added through `/model/new` (LiteLLM's name); "
     "keep it and never change it, or those models stop loading.",
+    **CALLBACK_ENVIRONMENT,  # read only when a config names the callback or alerting that uses them
 }
 SHORT_SALT_KEY = 16
 
@@ -100,6 +103,10 @@ class ConfigError(Exception):
         super().__init__("\n".join(lines))
 
 
+METRICS_ACCESS = ("viewer", "key", "public", "off")
+"""``lockgate.metrics``: who may read ``/metrics`` (viewer: proxy admins and proxy-admin viewers), or no metrics."""
+METRICS_LABELS = ("team", "user", "end_user", "key")
+"""``lockgate.metrics_labels``: the owner labels requests, tokens and spend may carry."""
 ROUTING_STRATEGIES = frozenset({
     "simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing", "usage-based-routing-v2",
     "cost-based-routing",
@@ -228,6 +235,14 @@ class Settings:
     max_end_user_budget: float | None = None
     """``litellm_settings.max_end_user_budget``: USD each end user (the body's ``user``) may spend, unless its own
     record (``/customer/new``) sets a budget."""
+    metrics: Literal["viewer", "key", "public", "off"] = "viewer"
+    """``lockgate.metrics``: who may read ``/metrics`` (one of :data:`METRICS_ACCESS`)."""
+    metrics_labels: tuple[str, ...] = ()
+    """``lockgate.metrics_labels``: owner labels (:data:`METRICS_LABELS`) on requests, tokens and spend."""
+    metrics_max_series: int = 1000
+    """``lockgate.metrics_max_series``: label sets per metric; more are counted as ``other``."""
+    observe: ObserveSettings = field(default_factory=ObserveSettings)
+    """Callbacks (litellm_settings.callbacks ...) and alerts (general_settings.alerting ...): lockgate.callbacks."""
     warnings: tuple[Problem, ...] = ()
     source: str = "<config>"
 
@@ -717,6 +732,10 @@ def parse_settings(raw: Any, env: Mapping[str, str], *, source: str = "<config>"
         budgets_fail_open=check.boolean(native.get("budgets_fail_open", False), "lockgate.budgets_fail_open"),
         default_max_output_tokens=num(native, "default_max_output_tokens", "lockgate", 4096, True),
         unpriced=_choice(native.get("unpriced", "warn"), ("warn", "refuse"), "lockgate.unpriced", check),
+        metrics=_metrics_access(native.get("metrics"), litellm.get("require_auth_for_metrics_endpoint"), check),
+        metrics_labels=_metrics_labels(native.get("metrics_labels"), check),
+        metrics_max_series=max(1, num(native, "metrics_max_series", "lockgate", 1000, True)),
+        observe=parse_observe(raw, general, litellm, native, env, check, lambda v, p: _resolve_env(v, p, env, check)),
         warnings=tuple(check.warnings),
         source=source,
     )
@@ -804,6 +823,28 @@ def _policy(value: Any, path: str, known: Mapping[str, tuple[str, ...]], check: 
             for kind in known[name]:
                 result[kind] = int(number)
     return result
+
+
+def _metrics_access(value: Any, litellm_auth: Any, check: _Checker) -> Any:
+    """``lockgate.metrics`` (YAML's ``off`` / ``false``: no metrics; ``true``: the default); LiteLLM's
+    ``require_auth_for_metrics_endpoint`` never opens /metrics: its ``true`` (any key) is less strict than the
+    default (a viewer key), and its ``false`` is said to change nothing."""
+    if litellm_auth is not None and value is None:
+        path = "litellm_settings.require_auth_for_metrics_endpoint"
+        if not check.boolean(litellm_auth, path):
+            check.warn(path, "false: /metrics still needs a proxy admin or viewer key (lockgate.metrics: public)")
+    if isinstance(value, bool):
+        value = "viewer" if value else "off"
+    return _choice("viewer" if value is None else value, METRICS_ACCESS, "lockgate.metrics", check)
+
+
+def _metrics_labels(value: Any, check: _Checker) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(v in METRICS_LABELS for v in value):
+        check.error("lockgate.metrics_labels", f"must be a list of {', '.join(METRICS_LABELS)}")
+        return ()
+    return tuple(dict.fromkeys(value))
 
 
 def _choice(value: Any, choices: tuple[str, ...], path: str, check: _Checker) -> Any:

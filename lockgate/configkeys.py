@@ -35,9 +35,10 @@ _TOP = {
     "router_settings",
     "environment_variables",
     "lockgate",
+    "callback_settings",
 }
 _TOP_IGNORED = {
-    "callback_settings", "guardrails", "mcp_servers", "search_tools", "assistant_settings", "credential_list",
+    "guardrails", "mcp_servers", "search_tools", "assistant_settings", "credential_list",
     "vector_store_registry", "prompts", "policies",
 }  # fmt: skip
 
@@ -45,6 +46,7 @@ _GENERAL = {
     "master_key", "database_url", "store_prompts_in_spend_logs", "max_request_size_mb", "user_api_key_cache_ttl",
     "disable_spend_logs", "background_health_checks", "health_check_interval",
     "maximum_spend_logs_retention_period", "maximum_spend_logs_retention_interval",
+    "alerting", "alert_types", "alert_to_webhook_url", "alerting_threshold",
 }  # fmt: skip
 _GENERAL_IGNORED = {
     "database_connection_pool_limit", "database_connection_timeout", "allow_requests_on_db_unavailable",
@@ -52,8 +54,7 @@ _GENERAL_IGNORED = {
     "disable_spend_updates", "proxy_batch_write_at", "proxy_budget_rescheduler_min_time",
     "proxy_budget_rescheduler_max_time", "use_redis_transaction_buffer", "use_spend_logs_partitioning",
     "disable_reset_budget", "spend_report_frequency", "max_parallel_requests", "global_max_parallel_requests",
-    "max_response_size_mb", "health_check_details",
-    "alerting", "alert_types", "alert_to_webhook_url", "alerting_threshold",
+    "max_response_size_mb", "health_check_details", "alerting_args",
     "forward_client_headers_to_llm_api", "forward_openai_org_id", "pass_through_endpoints",
     "completion_model", "litellm_license", "public_routes", "user_header_name", "user_header_mappings",
     "reject_clientside_metadata_tags", "default_team_disabled", "ui_access_mode", "litellm_key_header_name",
@@ -80,12 +81,12 @@ _GENERAL_REFUSED = {
 _LITELLM = {
     "drop_params", "num_retries", "request_timeout", "fallbacks", "model_group_alias", "max_budget", "budget_duration",
     "max_end_user_budget", "default_fallbacks", "context_window_fallbacks", "content_policy_fallbacks",
-    "allowed_fails", "cooldown_time",
+    "allowed_fails", "cooldown_time", "require_auth_for_metrics_endpoint",
+    "callbacks", "success_callback", "failure_callback", "turn_off_message_logging",
 }  # fmt: skip
 _LITELLM_IGNORED = {
-    "callbacks", "success_callback", "failure_callback", "service_callbacks", "turn_off_message_logging",
-    "redact_user_api_key_info", "redact_messages_in_exceptions", "json_logs", "langfuse_default_tags",
-    "modify_params", "cache", "cache_params", "force_ipv4",
+    "service_callbacks", "redact_user_api_key_info", "redact_messages_in_exceptions", "json_logs",
+    "langfuse_default_tags", "modify_params", "cache", "cache_params", "force_ipv4",
     "max_internal_user_budget", "internal_user_budget_duration", "default_key_generate_params",
     "upperbound_key_generate_params", "key_generation_settings", "default_team_settings",
     "default_internal_user_params", "store_audit_logs", "extra_spend_tag_headers",
@@ -120,7 +121,7 @@ _LOCKGATE = {
     "max_request_size_mb", "shutdown_grace_seconds", "connect_timeout", "upstream_pool_size", "sqlite_path",
     "model_api_base_allow", "instances", "budgets_fail_open", "default_max_output_tokens", "price_file",
     "unpriced", "prompt_retention", "retry_budget", "degrade_factor", "slo_ttft", "hedge_after",
-    "stream_idle_timeout",
+    "stream_idle_timeout", "metrics", "metrics_labels", "metrics_max_series", "alert_period", "callback_queue_size",
 }  # fmt: skip
 
 _MODEL_ENTRY = {"model_name", "litellm_params", "model_info"}

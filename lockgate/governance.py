@@ -3,13 +3,17 @@ upstream is called, one settlement after it answered.
 
     limits_of(principal, end_user, model, deployment)  every rpm / tpm / parallel / budget limit that
                                                        applies: the key's, its per-model ones, its
-                                                       user's, team's, organisation's, the end user's,
-                                                       and the deployment's own rpm / tpm
-    Governor.admit(...)   one Limiter.admit for all of them (one Redis round trip; none on one instance):
+                                                       user's, team's (and the team's per-model ones),
+                                                       organisation's, the end user's, and the
+                                                       deployment's own rpm / tpm
+    Governor.admit(...)   one Limiter.admit for all of them (with Redis at most one round trip, usually
+                          none: leases, see limits/redis.py; none on one instance):
                           RateLimited (429 + retry-after) or BudgetExceeded (400), naming which limit
-    Governor.settle(...)  one Limiter.settle with the real tokens and cost; the spend is queued for the
-                          database (SpendWriter: one transaction a second), where budgets are seeded from
-                          when a counter is cold (a restart, a Redis flush)
+    Governor.charge(...)  what the request adds to budget windows and owners' spend, written with its
+                          ledger row (Gateway.emit), in the row's transaction
+    Governor.settle(...)  one Limiter.settle with the real tokens and cost; without a ledger row the spend
+                          is queued for the database (SpendWriter: one transaction a second); budgets are
+                          seeded from the database when a counter is cold (a restart, a Redis flush)
 
 Estimates reserve capacity before the answer is known: tokens ≈ request bytes / 4 plus the output
 allowance (``max_tokens``, else the model's ``max_output_tokens``, else ``lockgate.default_max_output_tokens``);
@@ -25,7 +29,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +111,10 @@ def limits_of(
         add(scope, "rpm", team.rpm_limit)
         add(scope, "tpm", team.tpm_limit)
         add(scope, "budget", _budget(team.max_budget, team.soft_budget), _window(team.budget_duration, team.created_at))
+        model_scope = f"{scope}:model:{model}"  # shared by every key of the team
+        add(model_scope, "rpm", team.model_rpm_limit.get(model))
+        add(model_scope, "tpm", team.model_tpm_limit.get(model))
+        add(model_scope, "budget", team.model_max_budget.get(model), _window(team.budget_duration, team.created_at))
     if principal is not None and principal.org is not None:
         add(f"org:{principal.org.organization_id}", "budget", principal.org.max_budget)
     default = budgets.end_user if budgets is not None else None
@@ -178,15 +186,19 @@ def period(limit: Limit, now: float) -> str:
 
 
 def _describe(limit: Limit) -> str:
-    kind, _, rest = limit.scope.partition(":")
-    who = _WHO.get(kind, kind)
+    """Whose limit this is, for a message: ``key``, ``team``, ..., ``gateway``, ``deployment`` (a per-model limit's
+    model is :func:`_for_model`'s)."""
+    kind = limit.scope.partition(":")[0]
     if kind == "proxy":
         return "gateway"
-    if ":model:" in rest:
-        who = f"{who}'s limit for the model {rest.split(':model:', 1)[1][:100]}"
-    elif kind == "deployment":
-        who = "deployment"
-    return who
+    return _WHO.get(kind, kind)
+
+
+def _for_model(limit: Limit) -> str:
+    """``" for the model <name>"`` for a per-model limit (``key:<hash>:model:<name>``, ``team:<id>:model:<name>``);
+    else ``""``."""
+    _, found, model = limit.scope.partition(":model:")
+    return f" for the model {model[:100]}" if found else ""
 
 
 @dataclass(slots=True)
@@ -276,6 +288,10 @@ class Governor:
         self.writer = SpendWriter(store)
         self._default_output = default_output
         self._soft_told: set[tuple[str, str]] = set()
+        self.on_budget: Callable[[str, str, float, float, str], None] | None = None
+        """Told (scope, level, committed USD, the level's USD, budget period) when a request is admitted at or
+        past 80 % of a budget (``80%``), refused by it (``100%``), or when a soft budget is first crossed
+        (``soft``): the alerts (lockgate.callbacks.alerts) dedupe them."""
 
     def estimate(self, raw_size: int, body: Mapping[str, Any], deployment: Deployment | None) -> tuple[int, int]:
         """(prompt tokens, output tokens) a request may use, before it is sent."""
@@ -327,12 +343,28 @@ class Governor:
             admission = await self.limiter.admit(ask)
         if self._share > 1 and admission.denied is not None:  # name the limit as configured, not this worker's part
             admission.denied = limits[counted.index(admission.denied)]
+        if self.on_budget is not None:
+            self._tell_budgets(limits, counted, admission)
         headers = _headers(counted, admission)
         if not admission.allowed or admission.ticket is None:
             raise _refusal(admission, headers)
         for scope, soft in soft_budgets(principal).items():  # compared with this worker's part, like the limits
             self._check_soft(scope, soft / self._share, counted, admission, headers)
         return Admitted(admission.ticket, limits, entities, prices, prompt, headers)
+
+    def _tell_budgets(self, limits: tuple[Limit, ...], counted: tuple[Limit, ...], admission: Admission) -> None:
+        """80 % and 100 % of each (hard) budget, for :attr:`on_budget`."""
+        assert self.on_budget is not None
+        for limit, part in zip(limits, counted, strict=True):
+            if limit.kind != "budget" or not 0 < limit.limit < SOFT_ONLY:
+                continue
+            remaining = admission.remaining.get((part.scope, "budget"))
+            refused = admission.denied is limit or admission.denied is part
+            if refused or remaining is not None:
+                used = limit.limit if refused else (part.limit - (remaining or 0.0)) * self._share
+                if refused or used >= 0.8 * limit.limit:
+                    level = "100%" if refused or used >= limit.limit else "80%"
+                    self.on_budget(limit.scope, level, used, limit.limit, period(limit, time.time()))
 
     def _check_soft(
         self,
@@ -357,6 +389,9 @@ class Governor:
             who = _describe(budget)
             log.warning("soft budget crossed: the %s %s has committed $%.4f of its soft budget $%g",
                         who, scope.partition(":")[2][:16], budget.limit - remaining, soft)  # fmt: skip
+            if self.on_budget is not None:
+                committed = (budget.limit - remaining) * self._share
+                self.on_budget(scope, "soft", committed, soft * self._share, seen[1])
 
     async def settle(
         self, admitted: Admitted, usage: Mapping[str, Any] | None, *, cost: float | None = None, charged: bool = False
@@ -480,22 +515,23 @@ def _refusal(admission: Admission, headers: list[tuple[bytes, bytes]]) -> Gatewa
         error = RateLimited("Rate limit reached.", retry_after=1.0)
         error.headers.extend(headers)
         return error
-    who = _describe(limit)
+    who, model = _describe(limit), _for_model(limit)
     if limit.kind == "budget":
         when = ""
         if admission.retry_after is not None and limit.window is not None:
             resets = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + admission.retry_after))
             when = f" It resets at {resets}."
-        spent = f"Budget exceeded: the {who}'s budget of ${limit.limit:g} is spent.{when}"
+        spent = f"Budget exceeded: the {who}'s budget of ${limit.limit:g}{model} is spent.{when}"
         budget: GatewayError = BudgetExceeded(spent)
         if admission.degraded:  # fail closed, but say so: this one is worth retrying
-            message = f"The {who}'s budget cannot be checked right now (shared counters unreachable); try again."
+            message = f"The {who}'s budget{model} cannot be checked right now (shared counters unreachable); try again."
             budget = GatewayError(message, status=503, code="limits_unavailable")
             budget.headers.append((b"retry-after", b"1"))
         budget.headers.extend(headers)
         return budget
     retry = admission.retry_after if admission.retry_after is not None else 1.0
-    message = f"Rate limit reached: the {who}'s limit of {limit.limit:g} {_KINDS[limit.kind]}. Retry in {retry:.0f}s."
+    limited = f"the {who}'s limit of {limit.limit:g} {_KINDS[limit.kind]}{model}"
+    message = f"Rate limit reached: {limited}. Retry in {retry:.0f}s."
     error = RateLimited(message, retry_after=retry, tokens=limit.kind == "tpm", scope=limit.scope)
     error.headers.extend(headers)
     return error

@@ -49,6 +49,11 @@ class RequestRecord:
     session_id: str | None = None
     end_user: str | None = None
     """The body's ``user`` (LiteLLM's end user / customer), when given."""
+    team_id: str | None = None
+    user_id: str | None = None
+    """The key's owner."""
+    key_alias: str | None = None
+    """The key's alias, else its display name (``sk-...abcd``); ``master_key`` for the master key."""
     deployment_id: str | None = None
     provider: str | None = None
     stream: bool = False

@@ -348,10 +348,10 @@ def test_warnings_for_unimplemented_and_unknown_keys_carry_lines() -> None:
     assert {(w.path, w.line, w.message) for w in settings.warnings} == {
         ("openapi", 24, "ignored: unknown key"),
         ("general_settings.master_keys", 11, "ignored: unknown key (did you mean 'master_key'?)"),
-        ("general_settings.alerting", 12, NOT_IMPLEMENTED),
+        ("general_settings.spend_report_frequency", 12, NOT_IMPLEMENTED),
         ("general_settings.log_level", 13, NOT_IMPLEMENTED),
         ("litellm_settings.drop_param", 16, "ignored: unknown key (did you mean 'drop_params'?)"),
-        ("litellm_settings.callbacks", 17, NOT_IMPLEMENTED),
+        ("litellm_settings.service_callbacks", 17, NOT_IMPLEMENTED),
         ("router_settings.num_retry", 20, "ignored: unknown key (did you mean 'num_retries'?)"),
         ("router_settings.routing_strategy", 21, "ignored: 'lar1' is not implemented yet; using simple-shuffle"),
         ("router_settings.failover", 22, NOT_IMPLEMENTED),

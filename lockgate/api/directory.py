@@ -56,14 +56,15 @@ _LIMITS: dict[str, tuple[type, ...]] = {
 _USER = {**_LIMITS, "user_alias": (str, type(None)), "user_email": (str, type(None)), "user_role": (str,)}
 _USER.pop("max_parallel_requests")
 _TEAM = {**_LIMITS, "team_alias": (str, type(None)), "organization_id": (str, type(None)), "blocked": (bool,),
-         "model_aliases": (dict,), "soft_budget": (int, float, type(None))}  # fmt: skip
+         "model_aliases": (dict,), "soft_budget": (int, float, type(None)), "model_max_budget": (dict,),
+         "model_rpm_limit": (dict,), "model_tpm_limit": (dict,)}  # fmt: skip
 _ORG = {"organization_alias": (str, type(None)), "models": (list,), "max_budget": (int, float, type(None)),
         "metadata": (dict,)}  # fmt: skip
 _USER_NOT_YET = frozenset({"send_invite_email", "auto_create_key", "sso_user_id", "organization_id", "soft_budget",
                            "model_max_budget", "object_permission", "prompts", "teams", "key_alias"})  # fmt: skip
 _TEAM_NOT_YET = frozenset({"guardrails", "tags", "team_member_budget",
                            "team_member_rpm_limit", "team_member_tpm_limit", "team_member_key_duration",
-                           "router_settings", "object_permission", "model_max_budget", "prompts",
+                           "router_settings", "object_permission", "prompts",
                            "default_team_member_models", "members_with_roles"})  # fmt: skip
 _ORG_NOT_YET = frozenset({"budget_id", "soft_budget", "tpm_limit", "rpm_limit", "model_max_budget",
                           "object_permission", "tags"})  # fmt: skip
@@ -257,6 +258,9 @@ async def team_new(gw: Gateway, req: Request) -> None:
         updated_at=now,
         model_aliases=changes.get("model_aliases", {}),
         soft_budget=changes.get("soft_budget"),
+        model_max_budget=changes.get("model_max_budget", {}),
+        model_rpm_limit=changes.get("model_rpm_limit", {}),
+        model_tpm_limit=changes.get("model_tpm_limit", {}),
     )
     first = [TeamMember(record.team_id, user_id, role) for user_id, role in members]
     with _storage_errors():

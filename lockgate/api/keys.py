@@ -99,8 +99,13 @@ def fields_of(
 
 
 def _check_map(name: str, value: dict[str, Any], kind: type) -> None:
-    """``aliases`` map names to model names; the per-model limits map names to non-negative numbers."""
+    """``aliases`` map names to model names; the per-model limits map model names to non-negative numbers."""
+    if kind is not str and "" in value:
+        raise BadRequest(f"'{name}' must name each model.", param=name)
     for item in value.values():
+        if kind is float and isinstance(item, dict):  # LiteLLM's GenericBudgetInfo
+            raise BadRequest(f"'{name}' takes a number (USD) per model; {{budget_limit, time_period}} objects are "
+                             "not supported: the budget's period is 'budget_duration'.", param=name)  # fmt: skip
         if kind is str:
             ok = isinstance(item, str) and bool(item)
         else:

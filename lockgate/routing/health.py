@@ -145,8 +145,9 @@ class Health:
         self.policy = policy or HealthPolicy()
         self._clock = clock or time.monotonic
         self._states: dict[str, _State] = {}
-        self.on_cooldown: Callable[[str, float], None] | None = None
-        """Told (deployment id, seconds) when a cooldown starts here: the gateway tells its other instances."""
+        self.cooldown_listeners: list[Callable[[str, float], None]] = []
+        """Each told (deployment id, seconds) when a cooldown starts here: the gateway tells its other instances,
+        the metrics count it."""
 
     def _state(self, deployment_id: str) -> _State:
         state = self._states.get(deployment_id)
@@ -186,8 +187,8 @@ class Health:
             seconds = max(seconds, min(retry_after, MAX_COOLDOWN))
         state.cooling_until = now + seconds
         state.failures.clear()
-        if self.on_cooldown is not None:
-            self.on_cooldown(deployment_id, seconds)
+        for listener in self.cooldown_listeners:
+            listener(deployment_id, seconds)
         return True
 
     def cool(self, deployment_id: str, seconds: float) -> None:
