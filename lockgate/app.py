@@ -149,6 +149,7 @@ class Gateway:
             degrade_factor=resilience.degrade_factor, slo_ttft=resilience.slo_ttft,
         ))  # fmt: skip
         """How each deployment is doing (cooldowns, slowness): orders every request's attempts."""
+        self.health.track_usage = settings.routing_strategy.startswith("usage-based")
         self.retry_budget = RetryBudget(ratio=resilience.retry_budget)
         self.health_checks: health.HealthChecks | None = None
         if settings.background_health_checks:

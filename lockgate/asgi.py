@@ -6,6 +6,7 @@ No framework: the request path is short and every step is visible here and in :m
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -19,7 +20,16 @@ if TYPE_CHECKING:
     from lockgate.governance import Admitted
     from lockgate.prompts import PromptCapture
 
-__all__ = ["ASGIApp", "Message", "Receive", "Request", "Scope", "Send"]
+__all__ = ["ASGIApp", "Message", "Receive", "Request", "Scope", "Send", "new_request_id"]
+
+_ID_PREFIX = os.urandom(6).hex()  # per process (each worker imports after the fork): ids never repeat across them
+_ID_COUNTER = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
+def new_request_id() -> str:
+    """A request id, unique across processes and restarts: 48 random bits per process and a counter (24 hex
+    digits, as os.urandom(12).hex() gave, without a getrandom system call per request). Not a secret."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -46,16 +56,16 @@ class Request:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.headers: dict[str, str] = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        self.request_id = os.urandom(12).hex()
+        self.request_id = new_request_id()
         self.principal: Principal | None = None
         self.started = time.perf_counter()
         self.response_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode())]
         self.capture: PromptCapture | None = None
+        """The prompt and answer, when the spend ledger stores them for this request (:mod:`lockgate.prompts`)."""
         self.admitted: Admitted | None = None
         """What the request was admitted under (governance.py), once it was."""
         self.charged = False
         """Its spend went to the ledger with its row (Gateway.emit): settling must not add it again."""
-        """The prompt and answer, when the spend ledger stores them for this request (:mod:`lockgate.prompts`)."""
 
     def cancel_on_disconnect(self) -> bool:
         """Have this task cancelled if the client disconnects before the response is complete (served by

@@ -210,8 +210,9 @@ class Admitted:
     limits: tuple[Limit, ...]
     entities: list[tuple[str, str]]
     prices: Mapping[str, Any]
-    prompt: int
-    """The estimated prompt tokens (used when the answer carries no usage)."""
+    prompt: int | tuple[Mapping[str, Any], int]
+    """The estimated prompt tokens (used when the answer carries no usage), or the (body, size) to estimate them
+    from when that happens (a request under no limit does not pay for the estimate up front)."""
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
@@ -329,7 +330,7 @@ class Governor:
         if prices is None:
             prices = deployment.model_info if deployment is not None else {}
         if not limits:
-            return Admitted(None, limits, entities, prices, prompt_tokens(body, raw_size)) if entities else None
+            return Admitted(None, limits, entities, prices, (body, raw_size)) if entities else None
         prompt, output = self.estimate(raw_size, body, deployment)
         cost = pricing.estimate(prices, prompt, output) or 0.0  # unknown prices: the budget's spend so far counts
         counted = limits if self._share == 1 else tuple(_shared(limit, self._share) for limit in limits)
@@ -409,7 +410,8 @@ class Governor:
             if cost is None:
                 cost = pricing.cost_of(admitted.prices, usage)
         elif isinstance(completion, int):  # some output was produced, its usage never arrived
-            prompt = prompt if isinstance(prompt, int) else admitted.prompt
+            if not isinstance(prompt, int):
+                prompt = admitted.prompt if isinstance(admitted.prompt, int) else prompt_tokens(*admitted.prompt)
             tokens = prompt + max(0, completion)
             if cost is None:
                 cost = pricing.estimate(admitted.prices, prompt, max(0, completion))

@@ -230,10 +230,11 @@ def prepare(
     return out, (None if changed or raw is None else raw)
 
 
-_FEATURES = (  # (model_info flag, what it is called in a notice, message keys, content-part keys)
-    ("supports_prompt_caching", "cache_control", ("cache_control",), ("cache_control",)),
-    ("supports_reasoning", "thinking history", ("thinking_blocks", "reasoning_content"), ()),
-)
+_FEATURES = (  # (model_info flag, what it is called in a notice, message keys, content-part keys, as bytes)
+    ("supports_prompt_caching", "cache_control", ("cache_control",), ("cache_control",), (b'"cache_control"',)),
+    ("supports_reasoning", "thinking history", ("thinking_blocks", "reasoning_content"), (),
+     (b'"thinking_blocks"', b'"reasoning_content"')),
+)  # fmt: skip
 
 
 def _strip_features(
@@ -245,7 +246,7 @@ def _strip_features(
         f for f in _FEATURES
         if model_info.get(f[0]) is not True and not (passes_cache_control and f[1] == "cache_control")
     ]  # fmt: skip
-    if not wanted or (raw is not None and not any(k.encode() in raw for f in wanted for k in (*f[2], *f[3]))):
+    if not wanted or (raw is not None and not any(k in raw for f in wanted for k in f[4])):
         return None
     messages, tools = body.get("messages"), body.get("tools")
     dropped: list[str] = []

@@ -145,6 +145,8 @@ class Health:
         self.policy = policy or HealthPolicy()
         self._clock = clock or time.monotonic
         self._states: dict[str, _State] = {}
+        self.track_usage = False
+        """Count requests and tokens per deployment per second (usage-based routing reads them)."""
         self.cooldown_listeners: list[Callable[[str, float], None]] = []
         """Each told (deployment id, seconds) when a cooldown starts here: the gateway tells its other instances,
         the metrics count it."""
@@ -265,14 +267,15 @@ class Health:
         """An attempt at the deployment starts (least-busy counts them; usage-based counts the request)."""
         state = self._state(deployment_id)
         state.inflight += 1
-        self._count(state, 1, 0)
+        if self.track_usage:
+            self._count(state, 1, 0)
 
     def end(self, deployment_id: str, tokens: int = 0) -> None:
         """The attempt is over, having used ``tokens`` (usage-based counts them)."""
         state = self._states.get(deployment_id)
         if state is not None:
             state.inflight = max(0, state.inflight - 1)
-            if tokens > 0:
+            if tokens > 0 and self.track_usage:
                 self._count(state, 0, tokens)
 
     def _count(self, state: _State, requests: int, tokens: int) -> None:

@@ -119,6 +119,8 @@ class Plan:
         self.attempts = 1
 
     def _ranked(self, targets: Sequence[Target]) -> list[Target]:
+        if len(targets) == 1:  # nothing to order (the health of a lone deployment changes nothing about it)
+            return list(targets)
         ordered = self._router.order(targets, self._health, stream=self._stream, prompt_tokens=self._prompt_tokens)
         if self._health is not None:
             ordered = self._health.rank(ordered, _deployment_id)

@@ -778,11 +778,8 @@ def charges_of(rows: Sequence[SpendLogValues], charges: Mapping[str, Charge] | N
     if not charges:
         return {}
     ids = {values[0] for values in rows}
-    found: dict[str, Charge] = {}
-    for request_id, charge in charges.items():
-        if request_id in ids:
-            check_spend(*charge)
-            found[request_id] = charge
+    found = {request_id: charge for request_id, charge in charges.items() if request_id in ids}
+    merge_charges(found.values())  # every charge checked, in one pass
     return found
 
 

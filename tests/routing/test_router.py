@@ -226,6 +226,7 @@ def test_latency_buffer_shares_the_load_among_the_nearly_fastest() -> None:
 def test_usage_based_routing_takes_the_deployment_with_most_headroom() -> None:
     r = strategy_router("usage-based-routing-v2", [dep("g", "openai/a", tpm=1000), dep("g", "openai/b", tpm=10_000)])
     health = Health()
+    health.track_usage = True  # (the gateway turns it on for usage-based routing only)
     a, b = (t.deployment.id for t in sorted(r.group("g"), key=lambda t: t.deployment.upstream_model))
     health.begin(a)
     health.end(a, 100)  # 10 % of a's tpm
