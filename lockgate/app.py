@@ -206,6 +206,12 @@ class Gateway:
         return self._groups
 
     @property
+    def limits_degraded(self) -> bool:
+        """The shared limit counters (Redis) are unreachable: each instance counts its share alone."""
+        limiter = self._governor.limiter if self._governor is not None else None
+        return bool(getattr(limiter, "degraded", False))
+
+    @property
     def http(self) -> HttpClient:
         if self._http is None:
             raise RuntimeError("the gateway is not started (ASGI lifespan start-up has not run)")

@@ -31,6 +31,7 @@ def new_request_id() -> str:
     digits, as os.urandom(12).hex() gave, without a getrandom system call per request). Not a secret."""
     return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]

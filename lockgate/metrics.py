@@ -108,6 +108,8 @@ class Live:
 
     in_flight: int = 0
     deployments: Sequence[DeploymentView] = ()
+    limits_degraded: bool = False
+    """Redis (the shared limit counters) is unreachable: rate limits per instance, budgets refused or open."""
 
 
 @dataclass(slots=True)
@@ -305,6 +307,7 @@ HELP = {
     "lockgate_limit_rejections_total": "Requests refused by a rate limit or budget (limit: whose: key, team, user, "
     "org, end_user, deployment, proxy, ...).",
     "lockgate_in_flight_requests": "HTTP requests this process is serving now.",
+    "lockgate_limits_degraded": "1 while Redis is unreachable: each instance enforces its share of the rate limits.",
     "lockgate_deployment_in_flight": "Upstream attempts under way (a stream until its last byte).",
     "lockgate_deployment_state": "0 healthy, 1 degraded (slower than its normal), 2 cooling down after failures.",
     "lockgate_deployment_cooldowns_total": "Cooldowns this process started.",
@@ -332,6 +335,7 @@ def exposition(m: Metrics, live: Live) -> bytes:
     text.series("lockgate_hedges_total", ("model_group",), (((g,), n) for g, n in m.hedges.items()))
     text.series("lockgate_limit_rejections_total", ("model_group", "limit"), m.rejections.items())
     text.series("lockgate_in_flight_requests", (), [((), live.in_flight)], "gauge")
+    text.series("lockgate_limits_degraded", (), [((), int(live.limits_degraded))], "gauge")
     views = [((d.model_group, d.id, d.provider), d) for d in live.deployments]
     text.series("lockgate_deployment_in_flight", WHERE, ((where, d.in_flight) for where, d in views), "gauge")
     states = ((where, DEPLOYMENT_STATES.get(d.state, 0)) for where, d in views)

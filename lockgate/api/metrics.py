@@ -30,4 +30,4 @@ def live(gw: Gateway) -> Live:
             seen.add(d.id)
             state = health.status(d.id)[0]
             deployments.append(DeploymentView(d.id, d.model_name, target.provider.name, health.inflight(d.id), state))
-    return Live(gw.in_flight, deployments)
+    return Live(gw.in_flight, deployments, gw.limits_degraded)
