@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from lockgate.limits.scripts import BATCH, BATCH_SCRIPT, Script
 
@@ -90,6 +90,13 @@ class Batcher:
             else:
                 future.set_result(outcome)
 
+    async def ping(self) -> None:
+        """One PING on a pooled connection (bounded by the timeout): raises unless Redis answers."""
+        async with asyncio.timeout(self._timeout):
+            reply = await self._roundtrip(b"*1\r\n$4\r\nPING\r\n")
+        if isinstance(reply, Exception):
+            raise reply
+
     async def _pipeline(self, calls: list[Call], *, load: bool) -> list[Any]:
         """The calls as one script run (BATCH) when there are several, else the one call's own script. A
         NOSCRIPT reply is the result of the call(s) it stands for: the caller retries them with EVAL."""
@@ -112,6 +119,9 @@ class Batcher:
         pool = self._client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
+            if await _stale(conn):  # its server closed it (a restart) since its last use: not an outage
+                await conn.disconnect()
+                await conn.connect()
             await conn.send_packed_command(data, check_health=False)
             try:
                 return await conn.read_response()
@@ -127,6 +137,19 @@ class Batcher:
         for task in list(self._sending):
             task.cancel()
         await asyncio.gather(*self._sending, return_exceptions=True)
+
+
+async def _stale(conn: Any) -> bool:
+    """Whether a pooled connection cannot carry a command: the server closed it (it was killed or restarted:
+    end of file), or bytes no command asked for wait on it. redis-py's pool checks this when it hands a
+    connection out, but not with maintenance notifications on (its default, "auto", with RESP3): without
+    this, every connection a restarted server's predecessor left in the pool failed its next call once, and
+    each such failure put the limiter in degraded mode (counting alone) for a second."""
+    check = getattr(conn, "can_read", None) or conn.can_read_destructive  # redis-py >= 8; before
+    try:
+        return bool(await check())
+    except (RedisError, OSError):
+        return True
 
 
 def _pack(command: bytes, script: str, keys: list[str], args: list[str]) -> bytes:

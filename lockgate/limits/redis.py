@@ -40,10 +40,15 @@ Degraded mode, when Redis errs or answers slower than ``timeout``: open leases c
 parallel) are enforced by an in-process :class:`LocalLimiter` with each limit divided by ``fallback_share``
 (the number of instances; rounded up, at least 1); budget limits are refused unless ``budgets_fail_open``
 (then they are not enforced); admissions say ``degraded=True``. One WARNING when entering, one INFO when
-recovering; while degraded, Redis is tried again at most once per ``probe_every`` (1 s) by one admit, the
-others answered locally at once. On recovery, in the background: settles that failed are replayed (bounded
-queue), and admits that timed out are voided (:data:`VOID`: all they counted undone, rpm and tpm included, or,
-if the admit has not reached Redis yet, the tombstone stops it from counting at all).
+recovering; while degraded, every admit is answered locally at once and settles are kept, and a background
+task PINGs Redis once per ``probe_every`` (1 s; bounded by ``timeout``) until it answers. (Not an admit: the
+admits answered locally while one waited for Redis made a burst that arrived as Redis came back count alone
+on every instance, on top of what Redis counted.) On recovery, in the background: settles that failed are
+replayed (bounded queue), and admits that timed out are voided (:data:`VOID`: all they counted undone, rpm
+and tpm included, or, if the admit has not reached Redis yet, the tombstone stops it from counting at all).
+What was counted locally never reaches Redis: in the minute around an outage a rate limit may admit up to
+its limit in Redis plus ``ceil(limit / fallback_share)`` per instance locally (about twice the limit).
+A restarted Redis is no outage: the batcher replaces a pooled connection its predecessor closed.
 
 Known limits: what a lease holds is out of other instances' reach until it comes back: at most
 1/(4 x instances) of a limit's headroom per instance and limit, back within ``lease_seconds`` + 0.5 s when
@@ -162,7 +167,8 @@ class RedisLimiter:
         self._ttl_arg, self._void_arg = str(self._ttl_ms), str(self._void_ms)
         self._local = LocalLimiter(reservation_ttl=reservation_ttl)
         self._degraded = False
-        self._next_probe = 0.0
+        self._prober: asyncio.Task[None] | None = None  # while degraded: finds out when Redis is back
+        self._closing = False
         self._offset = 0.0  # the server's clock minus ours, from the last reply
         self._bounds: dict[Window, tuple[int, int]] = {}  # the last budget window seen of each series
         self._pending: deque[Call] = deque()  # settles and voids that failed, replayed on recovery
@@ -208,23 +214,16 @@ class RedisLimiter:
             return Admission(True, None, None, {}, Ticket("", ask.request_id, (), (), 0, ask.tokens, 0, now))
         if now is not None:
             self._book.now = now
-        if self._degraded:
-            clock = time.monotonic()
-            if clock < self._next_probe:
-                return self._fallback(ask, now)
-            self._next_probe = clock + self._probe_every  # this admit probes; the others stay local meanwhile
-        else:
-            admission = self._admit_leased(ask, now)
-            if admission is not None:
-                return admission
+        if self._degraded:  # answered here at once; the prober (not an admit) finds out when Redis is back
+            return self._fallback(ask, now)
+        admission = self._admit_leased(ask, now)
+        if admission is not None:
+            return admission
         try:
-            admission = await self._acquire(ask, now)  # each Redis call is bounded by the batcher's timer
+            return await self._acquire(ask, now)  # each Redis call is bounded by the batcher's timer
         except FAILURES as exc:
             self._fail(exc)
             return self._fallback(ask, now)
-        if self._degraded:
-            self._recover()
-        return admission
 
     def _admit_leased(self, ask: Ask, now: float | None) -> Admission | None:
         """The request admitted in memory when every limit has an open lease with room; else None."""
@@ -600,7 +599,7 @@ class RedisLimiter:
             for call in calls:
                 if call is None:
                     continue
-                if self._degraded and time.monotonic() < self._next_probe:
+                if self._degraded:
                     self._keep(call)
                 else:
                     futures.append((call, self._batcher.call(*call)))  # all in one batch
@@ -630,6 +629,7 @@ class RedisLimiter:
     async def close(self) -> None:
         """Give back every lease (what requests still in flight hold expires with its reservation), then
         close the client."""
+        self._closing = True
         await self._book.close()
         if self._outgoing and not self._degraded:
             try:
@@ -637,9 +637,10 @@ class RedisLimiter:
                     await asyncio.gather(*self._outgoing, return_exceptions=True)
             except TimeoutError:
                 pass
-        if self._replay is not None:
-            self._replay.cancel()
-            await asyncio.gather(self._replay, return_exceptions=True)
+        for task in (self._replay, self._prober):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._batcher.close()
         await self._redis.aclose()
 
@@ -649,7 +650,7 @@ class RedisLimiter:
         """A SETTLE nobody waits for: kept for replay if Redis is unavailable or fails it."""
         if call is None:
             return
-        if self._degraded and time.monotonic() < self._next_probe:
+        if self._degraded:
             self._keep(call)
             return
         future = self._batcher.call(*call)
@@ -675,7 +676,8 @@ class RedisLimiter:
     def _fail(self, exc: BaseException) -> None:
         if not self._degraded:
             self._degraded = True
-            self._next_probe = time.monotonic() + self._probe_every
+            if not self._closing and (self._prober is None or self._prober.done()):
+                self._prober = asyncio.get_running_loop().create_task(self._probe())
             log.warning(
                 "limits: Redis unavailable (%s: %.200s); rate limits now per instance (1/%d of each), budgets %s",
                 type(exc).__name__,
@@ -684,6 +686,24 @@ class RedisLimiter:
                 "not enforced" if self._fail_open else "refused",
             )
             self._book.stop_all()  # the shared counters are out of reach: no more admitting on leases
+
+    async def _probe(self) -> None:
+        """While degraded: a PING once per ``probe_every`` (bounded by the timeout) until Redis answers, then
+        shared counting again. Not an admit: while one waited for Redis, every other admit was answered here,
+        so a burst arriving as Redis came back was counted alone (each instance its whole share, on top of what
+        Redis counted) for as long as that admit took to come back; and a probe that met a connection the
+        restarted server's predecessor had left in the pool failed, and kept the limiter degraded a second more."""
+        while self._degraded:
+            await asyncio.sleep(self._probe_every)
+            try:
+                await self._batcher.ping()
+            except FAILURES:
+                continue
+            except Exception:  # pragma: no cover - keep probing whatever the client raises
+                log.exception("limits: probing Redis failed")
+                continue
+            if self._degraded:
+                self._recover()
 
     def _keep(self, call: Call) -> None:
         if len(self._pending) >= PENDING_MAX:
