@@ -330,10 +330,10 @@ def _key_type(body: dict[str, Any], changes: dict[str, Any]) -> None:
     routes = KEY_TYPES.get(key_type) if isinstance(key_type, str) else None
     if routes is None:
         raise BadRequest(f"'key_type' is one of {', '.join(KEY_TYPES)}.", param="key_type")
-    if "allowed_routes" in changes and routes and tuple(changes["allowed_routes"]) != routes:
+    if "allowed_routes" in changes and tuple(changes["allowed_routes"]) != routes:
         raise BadRequest("Give 'key_type' or 'allowed_routes', not both.", param="key_type")
-    if routes:
-        changes["allowed_routes"] = routes
+    # ``default`` is every route: set as such, so that a caller held to some routes hands on only those
+    changes["allowed_routes"] = routes
 
 
 def _prompt_flag(p: Principal, changes: dict[str, Any], current: KeyRecord | None) -> None:

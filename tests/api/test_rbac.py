@@ -210,6 +210,15 @@ def test_nobody_hands_on_more_than_it_holds(world: World) -> None:
     assert call(gw, narrow, "/key/list").status_code == 403
     assert chat(gw, ok.json()["key"]).status_code == 200
     assert call(gw, ok.json()["key"], "/key/generate", {}).status_code == 403
+    # key_type 'default' (every route) from a caller held to some routes hands on only those (found by the T5
+    # state machine: it used to leave the routes as they were, so an unrestricted key stayed unrestricted)
+    widened = call(gw, narrow, "/key/generate", {"key_type": "default"}).json()
+    assert widened["allowed_routes"] == ["llm_api_routes", "/key/generate", "/key/info"]
+    routes = ["llm_api_routes", "/key/generate", "/key/info", "/key/update"]
+    updater = call(gw, MASTER_KEY, "/key/generate", {"user_id": ids["bob"], "allowed_routes": routes}).json()["key"]
+    unrestricted = call(gw, MASTER_KEY, "/key/generate", {"user_id": ids["bob"]}).json()["key"]
+    updated = call(gw, updater, "/key/update", {"key": unrestricted, "key_type": "default"})
+    assert updated.status_code == 200 and updated.json()["allowed_routes"] == routes, updated.text
 
 
 def test_key_types_and_allowed_routes(world: World) -> None:
