@@ -927,6 +927,19 @@ def check_spend_filters(**filters: object) -> None:
             check_id(name, value)
 
 
+def check_spend_list(
+    start: object, end: object, limit: int, offset: int, *, request_id: str | None, **ids: str | None
+) -> dict[str, str | None]:
+    """``list_spend_logs``' arguments checked (``ValueError``); the id filters (key_hash, user_id, team_id,
+    model_group), for the backend's WHERE."""
+    check_page(limit, offset)
+    for name, bound in (("start", start), ("end", end)):
+        if bound is not None:
+            check_time(name, bound)
+    check_spend_filters(**ids, request_id=request_id)
+    return ids
+
+
 def check_report(start: object, end: object, group_by: object) -> None:
     """Refuse ``spend_report``'s range if either end is not an aware datetime, or a group_by it does not know."""
     check_time("start", start)

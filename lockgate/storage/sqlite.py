@@ -47,6 +47,7 @@ from lockgate.storage.base import (
     check_report,
     check_spend,
     check_spend_filters,
+    check_spend_list,
     check_time,
     check_window,
     json_text,
@@ -845,12 +846,8 @@ class SqliteStore:
         limit: int = 100,
         offset: int = 0,
     ) -> list[SpendLogRow]:
-        check_page(limit, offset)
-        for name, bound in (("start", start), ("end", end)):
-            if bound is not None:
-                check_time(name, bound)
-        ids = {"key_hash": key_hash, "user_id": user_id, "team_id": team_id, "model_group": model_group}
-        check_spend_filters(**ids, request_id=request_id)
+        ids = check_spend_list(start, end, limit, offset, key_hash=key_hash, user_id=user_id, team_id=team_id,
+                               model_group=model_group, request_id=request_id)  # fmt: skip
         filters: dict[str, object] = {"start": _time(start), "end": _time(end), **ids, "request_id": request_id}
         sql = _LIST_SPEND_LOGS.format(where=_spend_where(filters))
         params = {name: value for name, value in filters.items() if value is not None}
