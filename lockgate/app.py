@@ -174,6 +174,7 @@ class Gateway:
                 access: Permission = "public" if settings.metrics == "public" else "key"
                 self.routes["/metrics"] = Route({"GET": metrics.metrics}, access, kind="info")
         self.in_flight = 0
+        self._model_update = Route({"PATCH": models.model_update, "POST": models.model_update}, "admin")
         """HTTP requests being served now (lockgate_in_flight_requests)."""
         self.callbacks: Dispatcher | None = None
         """The configured callbacks (otel, langfuse, webhooks, plug-ins), started with the server."""
@@ -494,3 +495,5 @@ class Gateway:
             await req.respond(status, body, headers=headers)
         except RuntimeError:  # the response had already started; nothing more can be said
             log.warning("error after the response started on request %s: %s", req.request_id, error.message)
+        elif route is None and models.path_model_id(req.path) is not None:
+            route = self._model_update  # /model/{id}/update

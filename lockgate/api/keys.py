@@ -15,7 +15,7 @@ import fnmatch
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -474,7 +474,7 @@ async def regenerate(gw: Gateway, req: Request) -> None:
     p = _principal(req)
     raw = await req.body(gw.body_limit)
     if req.path != "/key/regenerate":
-        named = unquote(req.path[len("/key/") : -len("/regenerate")])
+        named = req.path[len("/key/") : -len("/regenerate")]  # the ASGI path is decoded already
         body = read_json(raw) if raw.strip() else {}
         if body.get("key") not in (None, named):
             raise BadRequest("The key in the path and in the body differ.", param="key")

@@ -1,4 +1,5 @@
-"""LiteLLM's model management API: ``/model/new``, ``/model/update``, ``/model/delete`` (admin routes).
+"""LiteLLM's model management API: ``/model/new``, ``/model/update`` (and ``PATCH /model/{id}/update``),
+``/model/delete`` (admin routes).
 
 Deployments added here are kept in the database and served beside the config file's; one with the
 model_name of a config group joins that group. Each is validated exactly as a config ``model_list`` entry,
@@ -10,6 +11,8 @@ deployments cannot be changed here. Bodies, as LiteLLM's::
     /model/new      {"model_name", "litellm_params": {...}, "model_info"?: {"id"?: a chosen id, ...}}
     /model/update   {"model_info": {"id"}} or {"model_id"} or {"id"}, with "model_name"?, "litellm_params"?,
                     "model_info"?: the keys given replace the stored ones, a null leaves one as it is
+    PATCH /model/{id}/update   the same, the model named in the path (what LiteLLM's UI and the Terraform
+                    provider call); an id in the body too must be the same
     /model/delete   {"id"}
 
 New and update answer the model in ``/model/info``'s shape (``db_model: true``, never a credential), with
@@ -38,7 +41,7 @@ from lockgate.storage.base import Conflict, ModelRecord, utc_now
 if TYPE_CHECKING:
     from lockgate.app import Gateway
 
-__all__ = ["model_delete", "model_new", "model_update"]
+__all__ = ["model_delete", "model_new", "model_update", "path_model_id"]
 
 _NEW_FIELDS = frozenset({"model_name", "litellm_params", "model_info"})
 _UPDATE_FIELDS = _NEW_FIELDS | {"model_id", "id"}
@@ -173,12 +176,26 @@ def _check_destination(gw: Gateway, record: ModelRecord, kept: dict[str, Any], a
         )
 
 
+def path_model_id(path: str) -> str | None:
+    """The model ``/model/{id}/update`` names (the ASGI path is already percent-decoded); None for any other
+    path."""
+    if not (path.startswith("/model/") and path.endswith("/update")) or path == "/model/update":
+        return None
+    named = path[len("/model/") : -len("/update")]
+    return named if named and "/" not in named else None
+
+
 async def model_update(gw: Gateway, req: Request) -> None:
     body = read_json(await req.body(gw.body_limit))
     _only(body, _UPDATE_FIELDS)
     given_params = _mapping(body, "litellm_params")
     info = _info(body)
+    in_path = path_model_id(req.path)
+    if in_path is not None:
+        body.setdefault("model_id", in_path)  # the body's own ids must agree with it (_model_id)
     model_id = _model_id(body, info)
+    if in_path is not None and model_id != in_path:
+        raise BadRequest("The body names another model than the path.", param="model_id")
     info.pop("id", None)
     param = "model_info.id" if "model_info" in body else "model_id" if "model_id" in body else "id"
     if model_id in gw.db_models.config_ids:

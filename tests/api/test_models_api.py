@@ -158,6 +158,31 @@ def test_update_moves_the_model_and_asks_for_its_credentials_again(
         admin(gateway, "/model/delete", {"id": model_id})
 
 
+def test_patch_model_id_update_as_the_terraform_provider_calls_it(
+    gateway: GatewayProcess, fake_openai: FakeOpenAI
+) -> None:
+    """``PATCH /model/{id}/update`` (LiteLLM's UI and the Terraform provider): the model named in the path."""
+    created = admin(gateway, "/model/new", fake_model(fake_openai, "db-patched", model_info={"id": "tf:1"}))
+    assert created.status_code == 200, created.text
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    try:
+        path = "/model/tf%3A1/update"  # percent-encoded, as Go's url.PathEscape leaves it or not
+        body = {"model_name": "db-patched-2", "litellm_params": {"rpm": 7}, "model_info": {"id": "tf:1"}}
+        patched = httpx.patch(gateway.url + path, headers=headers, json=body)
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["model_name"] == "db-patched-2"
+        assert patched.json()["litellm_params"]["rpm"] == 7
+        assert chat(gateway, "db-patched-2").status_code == 200  # the stored key was kept: same destination
+        other = httpx.patch(gateway.url + path, headers=headers, json={"model_id": "another", "model_name": "x"})
+        assert other.status_code == 400 and other.json()["error"]["param"] == "model_id"
+        missing = httpx.patch(gateway.url + "/model/no-such-model/update", headers=headers, json={"model_name": "x"})
+        assert missing.status_code == 404
+        member = httpx.patch(gateway.url + path, headers={"Authorization": "Bearer sk-not-a-key"}, json={})
+        assert member.status_code == 401
+    finally:
+        admin(gateway, "/model/delete", {"id": "tf:1"})
+
+
 @pytest.mark.parametrize(
     ("params", "param", "words"),
     [
