@@ -86,7 +86,8 @@ def _notice(warnings: tuple[Problem, ...]) -> list[tuple[bytes, bytes]]:
 def _missing(gw: Gateway, model_id: str, param: str) -> GatewayError:
     if model_id in gw.db_models.config_ids:
         return BadRequest(f"The model '{model_id[:100]}' is defined in the config file; change it there.", param=param)
-    return NotFound(f"No model with id '{model_id[:100]}' was added through the API.", param=param)
+    # "model not found": the words the Terraform provider looks for to recreate a model deleted outside it
+    return NotFound(f"model not found: no model with id '{model_id[:100]}' was added through the API.", param=param)
 
 
 async def _checked(gw: Gateway, entry: dict[str, Any]) -> tuple[Deployment, dict[str, Any], tuple[Problem, ...]]:

@@ -177,6 +177,9 @@ def test_patch_model_id_update_as_the_terraform_provider_calls_it(
         assert other.status_code == 400 and other.json()["error"]["param"] == "model_id"
         missing = httpx.patch(gateway.url + "/model/no-such-model/update", headers=headers, json={"model_name": "x"})
         assert missing.status_code == 404
+        # the provider recreates a model that was deleted outside it when the message says "model not found"
+        assert "model not found" in missing.json()["error"]["message"]
+        assert "model not found" in admin(gateway, "/model/delete", {"id": "gone"}).json()["error"]["message"]
         member = httpx.patch(gateway.url + path, headers={"Authorization": "Bearer sk-not-a-key"}, json={})
         assert member.status_code == 401
     finally:
