@@ -64,6 +64,12 @@ __all__ = [
 
 ENV_PREFIX = "os.environ/"
 _PRICE_TIER = re.compile(r"^[a-z_]+_above_\d+k_tokens$")  # prices above a prompt size (pricing.py reads them)
+# Prices LiteLLM also takes in litellm_params ("custom pricing"; the Terraform provider sends them there): they
+# join the deployment's model_info, whose own value wins when both give one.
+_PARAM_PRICES = frozenset({
+    "input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost", "cache_creation_input_token_cost",
+    "cache_creation_input_token_cost_above_1hr", "output_cost_per_reasoning_token",
+})  # fmt: skip
 
 # Every environment variable lockgate reads on its own, with what it does. Nothing else is read implicitly.
 ENVIRONMENT: dict[str, str] = {
@@ -428,8 +434,14 @@ def _deployment(entry: Any, index: int, check: _Checker, path: str | None = None
     api_key = params.get("api_key")
     body_defaults: dict[str, Any] = {}
     options: dict[str, Any] = {}
+    prices: dict[str, Any] = {}
     for key, value in params.items():
         if key in COMMON_CONFIG_PARAMS:
+            continue
+        if key in _PARAM_PRICES or (isinstance(key, str) and _PRICE_TIER.match(key)):
+            price = None if value is None else check.number(value, f"{ppath}.{key}")
+            if price is not None:
+                prices[key] = price
             continue
         if key in provider.config_params:
             options[key] = Secret(str(value)) if key in _SECRET_PARAMS and value is not None else value
@@ -468,7 +480,7 @@ def _deployment(entry: Any, index: int, check: _Checker, path: str | None = None
         max_retries=opt("max_retries", True),
         params=body_defaults,
         options=options,
-        model_info=dict(info),
+        model_info={**prices, **info},
     )
     for key, message in provider.check(deployment):
         check.error(f"{ppath}.{key}", message)

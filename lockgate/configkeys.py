@@ -141,9 +141,8 @@ _MODES = {"chat", "embedding", "completion", "image_generation", "audio_transcri
 _PARAMS_IGNORED = {
     "itpm", "otpm", "tags", "tag_regex", "litellm_credential_name", "max_budget", "budget_duration",
     "merge_reasoning_content_in_choices", "mock_response", "use_in_pass_through", "keepalive_seconds",
-    "configurable_clientside_auth_params", "input_cost_per_token", "output_cost_per_token",
-    "input_cost_per_second", "output_cost_per_second", "cache_read_input_token_cost",
-    "cache_creation_input_token_cost", "region_name", "use_litellm_proxy",
+    "configurable_clientside_auth_params", "input_cost_per_second", "output_cost_per_second", "region_name",
+    "use_litellm_proxy",
 }  # fmt: skip
 # litellm_params keys that become request defaults when the provider accepts them as request fields.
 _SECRET_PARAMS = {

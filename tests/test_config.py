@@ -541,6 +541,35 @@ def test_litellm_params_not_a_mapping(tmp_path: Path) -> None:
     ]
 
 
+def test_prices_in_litellm_params_join_model_info(tmp_path: Path) -> None:
+    """LiteLLM's custom pricing in litellm_params (as its docs and the Terraform provider write it) prices the
+    deployment; model_info's own value wins; a price that is not a number is an error, not a free model."""
+    settings = load_text(
+        tmp_path,
+        """
+        model_list:
+          - model_name: a
+            litellm_params: {model: openai/gpt-4o, input_cost_per_token: "3e-7", output_cost_per_token: 1.2e-6,
+                             cache_read_input_token_cost: 3.0e-8, input_cost_per_token_above_200k_tokens: 6e-7}
+            model_info: {output_cost_per_token: 1.5e-6}
+        """,
+    )
+    (deployment,) = settings.deployments
+    assert deployment.model_info == {
+        "input_cost_per_token": 3e-7,
+        "output_cost_per_token": 1.5e-6,
+        "cache_read_input_token_cost": 3e-8,
+        "input_cost_per_token_above_200k_tokens": 6e-7,
+    }
+    assert not [w for w in settings.warnings if "cost" in w.path]
+    error = error_of(
+        tmp_path, "model_list:\n  - model_name: m\n    litellm_params: {model: openai/x, input_cost_per_token: cheap}\n"
+    )
+    assert [(p.path, p.message) for p in error.problems] == [
+        (f"{P}.input_cost_per_token", "must be a number, not 'cheap'")
+    ]
+
+
 def test_duplicate_model_info_id(tmp_path: Path) -> None:
     error = error_of(
         tmp_path,

@@ -186,6 +186,30 @@ def test_patch_model_id_update_as_the_terraform_provider_calls_it(
         admin(gateway, "/model/delete", {"id": "tf:1"})
 
 
+def test_a_model_as_the_terraform_provider_creates_it_is_priced(
+    gateway: GatewayProcess, fake_openai: FakeOpenAI
+) -> None:
+    """The provider's /model/new body: prices in litellm_params (per token, from its per-million settings),
+    custom_llm_provider, db_model / base_model / tier / mode in model_info. Its requests cost what it says."""
+    params = {
+        "custom_llm_provider": "openai", "model": "openai/gpt-4o", "api_base": fake_openai.url + "/v1",
+        "api_key": fake_openai.api_key, "input_cost_per_token": 2.5 / 1e6, "output_cost_per_token": 10 / 1e6,
+        "merge_reasoning_content_in_choices": False,
+    }  # fmt: skip
+    info = {"id": "tf-priced", "db_model": True, "base_model": "gpt-4o", "tier": "paid", "mode": "chat"}
+    created = admin(gateway, "/model/new", {"model_name": "db-tf", "litellm_params": params, "model_info": info})
+    assert created.status_code == 200, created.text
+    try:
+        answer = chat(gateway, "db-tf")
+        assert answer.status_code == 200, answer.text
+        usage = answer.json()["usage"]
+        expected = usage["prompt_tokens"] * 2.5e-6 + usage["completion_tokens"] * 1e-5
+        assert expected > 0
+        assert float(answer.headers["x-litellm-response-cost"]) == pytest.approx(expected, rel=1e-9)
+    finally:
+        admin(gateway, "/model/delete", {"id": "tf-priced"})
+
+
 @pytest.mark.parametrize(
     ("params", "param", "words"),
     [
