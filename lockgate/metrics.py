@@ -130,6 +130,8 @@ class Metrics:
     hedges: dict[str, int] = field(default_factory=dict)
     rejections: dict[tuple[str, str], int] = field(default_factory=dict)
     cooldowns: dict[str, int] = field(default_factory=dict)
+    unpriced: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """Requests with usage and no cost (their deployment has no prices): counted $0 against budgets."""
     overflow: dict[str, int] = field(default_factory=dict)
 
     def emit(self, record: RequestRecord) -> None:
@@ -166,6 +168,8 @@ class Metrics:
             totals[4] += _count(details.get("reasoning_tokens"))
         if record.cost:
             totals[5] += record.cost
+        elif record.cost is None:
+            self._add(self.unpriced, (group, deployment, provider), "unpriced_requests")
         if record.status < 400 and record.error_type is None and not record.client_disconnected:
             self._observe(record, group, deployment, provider, prompt, output)
 
@@ -306,6 +310,8 @@ HELP = {
     "lockgate_hedges_total": "Second attempts sent while the first had not answered (lockgate.hedge_after).",
     "lockgate_limit_rejections_total": "Requests refused by a rate limit or budget (limit: whose: key, team, user, "
     "org, end_user, deployment, proxy, ...).",
+    "lockgate_unpriced_requests_total": "Requests that used tokens on a deployment without prices (neither the "
+    "catalog nor its model_info has them): counted as $0 against budgets and spend.",
     "lockgate_in_flight_requests": "HTTP requests this process is serving now.",
     "lockgate_limits_degraded": "1 while Redis is unreachable: each instance enforces its share of the rate limits.",
     "lockgate_deployment_in_flight": "Upstream attempts under way (a stream until its last byte).",
@@ -334,6 +340,7 @@ def exposition(m: Metrics, live: Live) -> bytes:
     text.series("lockgate_fallbacks_total", ("model_group", "fallback_group"), m.fallbacks.items())
     text.series("lockgate_hedges_total", ("model_group",), (((g,), n) for g, n in m.hedges.items()))
     text.series("lockgate_limit_rejections_total", ("model_group", "limit"), m.rejections.items())
+    text.series("lockgate_unpriced_requests_total", WHERE, m.unpriced.items())
     text.series("lockgate_in_flight_requests", (), [((), live.in_flight)], "gauge")
     text.series("lockgate_limits_degraded", (), [((), int(live.limits_degraded))], "gauge")
     views = [((d.model_group, d.id, d.provider), d) for d in live.deployments]

@@ -57,6 +57,17 @@ def test_requests_tokens_and_spend_are_counted() -> None:
     assert value(found, "lockgate_request_latency_seconds_count") == 2
 
 
+def test_requests_without_a_cost_are_counted_as_unpriced() -> None:
+    m = Metrics()
+    m.emit(record(deployment="free", cost=None))  # usage, no prices: counted $0 against budgets
+    m.emit(record(deployment="free", cost=None))
+    m.emit(record(deployment="priced", cost=0.0))  # priced at $0 (a free model) is not unpriced
+    m.emit(record(deployment="free", status=502, error_type="UpstreamUnavailable", usage=None))  # nothing used
+    found = samples(m)
+    assert value(found, "lockgate_unpriced_requests_total", deployment="free", model_group="g") == 2
+    assert value(found, "lockgate_unpriced_requests_total", deployment="priced") == 0
+
+
 def test_histograms_are_labelled_by_shape_and_modality() -> None:
     m = Metrics()
     m.emit(record(usage={"prompt_tokens": 5000, "completion_tokens": 300}, latency_ms=2500.0, first_token_ms=500.0,
