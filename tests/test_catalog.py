@@ -1,5 +1,7 @@
-"""lockgate.catalog: the shipped price catalog loads and validates, lookups, an external LiteLLM file, and the cost
-of catalog entries checked against figures written out by hand from the providers' per-million prices."""
+"""lockgate.catalog: the shipped price catalog loads and validates, lookups, an external LiteLLM file, which entry
+prices a deployment as written in a LiteLLM config (the precedence table: base_model, Bedrock's routes, regions,
+inference profiles and ARNs, Gemini's models/, never another provider's entry), and the cost of catalog entries
+checked against figures written out by hand from the providers' per-million prices."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ import pytest
 
 import lockgate.catalog as catalog_module
 from lockgate.catalog import Catalog, CatalogError, load_catalog
+from lockgate.config import parse_settings
 from lockgate.dialects.anthropic import messages_usage_to_chat
 from lockgate.pricing import cost_of
+from lockgate.routing.router import Router
 
 # --- the shipped file -----------------------------------------------------------------------------------
 
@@ -208,6 +212,185 @@ def test_external_file_unreadable_is_refused(tmp_path: Path) -> None:
     bad.write_text("[1, 2]")
     with pytest.raises(CatalogError, match="not a JSON object"):
         load_catalog(bad)
+
+
+# --- which entry prices a deployment: the names written in LiteLLM configs --------------------------------
+
+# A shipped catalog of two models, and a price file shaped as LiteLLM's model_prices_and_context_window.json is
+# (its key shapes: bare names with litellm_provider, provider/model, bedrock/<region>/<id>, Bedrock's
+# inference-profile ids). Every entry has its own input price, so a price says which entry it came from.
+SHIPPED = {
+    "checked": "2026-11-24",
+    "models": {
+        "anthropic/claude-opus-5": {**GOOD, "input_cost_per_token": 5e-06},
+        "openai/gpt-6.2-sol": {**GOOD, "input_cost_per_token": 2e-06},
+    },
+}
+LITELLM_FILE: dict[str, dict[str, Any]] = {
+    "sample_spec": {"input_cost_per_token": "documentation", "litellm_provider": "one of ..."},
+    "gpt-4o": {"input_cost_per_token": 2.5e-06, "litellm_provider": "openai", "max_tokens": 16384},
+    "gpt-4o-mini": {"input_cost_per_token": 1.5e-07, "litellm_provider": "openai"},
+    "azure/gpt-4o": {"input_cost_per_token": 2.51e-06, "litellm_provider": "azure", "max_input_tokens": 128000},
+    "azure/eu/gpt-4o-2024-08-06": {"input_cost_per_token": 2.75e-06, "litellm_provider": "azure"},
+    "claude-sonnet-4-5-20250929": {"input_cost_per_token": 3e-06, "litellm_provider": "anthropic"},
+    "anthropic.claude-sonnet-4-5-20250929-v1:0": {"input_cost_per_token": 3.01e-06, "litellm_provider": "bedrock"},
+    "global.anthropic.claude-sonnet-4-5-20250929-v1:0": {
+        "input_cost_per_token": 3.02e-06,
+        "litellm_provider": "bedrock_converse",
+    },
+    "us.anthropic.claude-sonnet-4-5-20250929-v1:0": {"input_cost_per_token": 3.3e-06, "litellm_provider": "bedrock"},
+    "anthropic.claude-v2:1": {"input_cost_per_token": 8e-06, "litellm_provider": "bedrock"},
+    "bedrock/eu-central-1/anthropic.claude-v2:1": {"input_cost_per_token": 8.01e-06, "litellm_provider": "bedrock"},
+    "amazon.nova-pro-v1:0": {"input_cost_per_token": 8e-07, "litellm_provider": "bedrock_converse"},
+    "claude-sonnet-4-6": {"input_cost_per_token": 3.03e-06, "litellm_provider": "anthropic"},
+    "gemini/gemini-2.5-pro": {"input_cost_per_token": 1.25e-06, "litellm_provider": "gemini"},
+    "gemini-2.5-pro": {"input_cost_per_token": 1.26e-06, "litellm_provider": "vertex_ai-language-models"},
+    "gemini-2.5-flash": {"input_cost_per_token": 3e-07, "litellm_provider": "vertex_ai-language-models"},
+    "ollama/llama3": {"input_cost_per_token": 0.0, "litellm_provider": "ollama"},
+    "my-finetune": {"input_cost_per_token": 1e-09},  # the user's own entry, for no provider in particular
+}
+APP_PROFILE = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3"
+SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+# (provider/model as in litellm_params.model, model_info.base_model, other litellm_params) -> the key that prices it
+PRECEDENCE: list[tuple[str, str | None, dict[str, Any], str | None]] = [
+    # the shipped catalog, and a date suffix stripped
+    ("anthropic/claude-opus-5", None, {}, "anthropic/claude-opus-5"),
+    ("anthropic/claude-opus-5-20260724", None, {}, "anthropic/claude-opus-5"),
+    # LiteLLM's bare names price their own provider's deployments
+    ("anthropic/claude-sonnet-4-5-20250929", None, {}, "anthropic/claude-sonnet-4-5-20250929"),
+    ("openai/gpt-4o", None, {}, "openai/gpt-4o"),
+    ("ollama_chat/llama3", None, {}, "ollama/llama3"),  # ollama and ollama_chat reach the same server
+    ("hosted_vllm/my-finetune", None, {}, "my-finetune"),  # an entry stating no provider
+    # Azure: by base_model, with or without the azure/ prefix; without it, by the deployment's name
+    ("azure/my-prod-gpt", "gpt-4o", {}, "azure/gpt-4o"),
+    ("azure/my-prod-gpt", "azure/gpt-4o", {}, "azure/gpt-4o"),
+    ("azure/my-eu-gpt", "azure/eu/gpt-4o-2024-08-06", {}, "azure/eu/gpt-4o-2024-08-06"),
+    ("azure/gpt-4o", None, {}, "azure/gpt-4o"),
+    ("azure/my-prod-gpt", None, {}, None),
+    ("azure/my-mini", "gpt-4o-mini", {}, None),  # LiteLLM's bare gpt-4o-mini is OpenAI's, not Azure's...
+    ("azure/my-gpt", "gpt-6.2-sol", {}, None),
+    ("azure/my-gpt", "openai/gpt-6.2-sol", {}, "openai/gpt-6.2-sol"),  # ...unless base_model names it
+    ("azure/gpt-4o", "gpt-4o-nonexistent", {}, None),  # an unknown base_model: not the deployment's name instead
+    # Bedrock: the id as written, its region's key first; converse/ and invoke/ are routes, not names
+    ("bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0", None, {}, "bedrock/us." + SONNET),
+    ("bedrock/converse/us.anthropic.claude-sonnet-4-5-20250929-v1:0", None, {}, "bedrock/us." + SONNET),
+    ("bedrock/invoke/" + SONNET, None, {}, "bedrock/" + SONNET),
+    ("bedrock/global." + SONNET, None, {}, "bedrock_converse/global." + SONNET),  # its own price, not the bare one
+    ("bedrock/eu." + SONNET, None, {}, "bedrock/" + SONNET),  # no eu. entry: the profile prefix stripped
+    (
+        "bedrock/us-gov.anthropic.claude-v2:1",
+        None,
+        {"aws_region_name": "us-gov-west-1"},
+        "bedrock/anthropic.claude-v2:1",
+    ),
+    ("bedrock/apac.amazon.nova-pro-v1:0", None, {}, "bedrock_converse/amazon.nova-pro-v1:0"),
+    (
+        "bedrock/anthropic.claude-v2:1",
+        None,
+        {"aws_region_name": "eu-central-1"},
+        "bedrock/eu-central-1/anthropic.claude-v2:1",
+    ),
+    ("bedrock/anthropic.claude-v2:1", None, {"aws_region_name": "us-west-2"}, "bedrock/anthropic.claude-v2:1"),
+    (
+        "bedrock/eu.anthropic.claude-v2:1",
+        None,
+        {"aws_region_name": "eu-central-1"},
+        "bedrock/eu-central-1/anthropic.claude-v2:1",
+    ),
+    # Bedrock ARNs: a foundation model or system profile names its model; an application profile needs base_model
+    ("bedrock/arn:aws:bedrock:us-east-1::foundation-model/" + SONNET, None, {}, "bedrock/" + SONNET),
+    ("bedrock/arn:aws:bedrock:us-east-1:123456789012:inference-profile/us." + SONNET, None, {}, "bedrock/us." + SONNET),
+    ("bedrock/" + APP_PROFILE, None, {}, None),
+    ("bedrock/converse/" + APP_PROFILE, "us." + SONNET, {}, "bedrock/us." + SONNET),
+    ("bedrock/" + APP_PROFILE, "bedrock/global." + SONNET, {}, "bedrock_converse/global." + SONNET),
+    # never another provider's price: Anthropic's does not price Bedrock, nor Vertex's Gemini, nor OpenAI's vLLM
+    ("bedrock/claude-opus-5", None, {}, None),
+    ("bedrock/claude-sonnet-4-6", None, {}, None),
+    ("bedrock/anthropic.claude-opus-5", None, {}, None),
+    ("openrouter/anthropic/claude-opus-5", None, {}, None),
+    ("hosted_vllm/gpt-4o", None, {}, None),
+    # Gemini: gemini/<model>, with or without models/; the bare name is Vertex AI's
+    ("gemini/gemini-2.5-pro", None, {}, "gemini/gemini-2.5-pro"),
+    ("gemini/models/gemini-2.5-pro", None, {}, "gemini/gemini-2.5-pro"),
+    ("gemini/gemini-2.5-flash", None, {}, None),
+]
+
+
+@pytest.fixture
+def litellm_catalog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Catalog:
+    _with_shipped(monkeypatch, SHIPPED)
+    extra = tmp_path / "model_prices_and_context_window.json"
+    extra.write_text(json.dumps(LITELLM_FILE))
+    return load_catalog(extra)
+
+
+def _deployment_entry(model: str, base_model: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    litellm_params: dict[str, Any] = {"model": model, **params}
+    if model.startswith("bedrock/"):
+        litellm_params.setdefault("aws_region_name", "us-east-1")
+    else:
+        litellm_params.update(api_key="k", api_base="http://127.0.0.1:1/v1")
+    entry: dict[str, Any] = {"model_name": "m", "litellm_params": litellm_params}
+    return entry if base_model is None else {**entry, "model_info": {"base_model": base_model}}
+
+
+@pytest.mark.parametrize(
+    ("model", "base_model", "params", "expected"),
+    PRECEDENCE,
+    ids=[f"{m}|{b}|{p.get('aws_region_name', '')}" for m, b, p, _ in PRECEDENCE],
+)
+def test_which_entry_prices_a_deployment(
+    litellm_catalog: Catalog, model: str, base_model: str | None, params: dict[str, Any], expected: str | None
+) -> None:
+    """The config's deployment, as parsed, is priced by the key in the table, and the router's target carries that
+    entry's prices (or none)."""
+    settings = parse_settings({"model_list": [_deployment_entry(model, base_model, params)]}, {})
+    deployment = settings.deployments[0]
+    found = litellm_catalog.find(
+        deployment.provider,
+        deployment.upstream_model,
+        base_model=base_model,
+        region=deployment.options.get("aws_region_name"),
+    )
+    assert (found[0] if found else None) == expected
+    target = Router(settings, catalog=litellm_catalog).group("m")[0]
+    if expected is None:
+        assert not target.priced and "input_cost_per_token" not in target.prices
+    else:
+        assert target.priced
+        assert target.prices["input_cost_per_token"] == litellm_catalog.models[expected]["input_cost_per_token"]
+
+
+def test_an_exact_bedrock_entry_wins_over_the_profile_stripped_one(litellm_catalog: Catalog) -> None:
+    """us. and global. profiles are priced apart from the in-region model: each keeps its own price."""
+    prices = {
+        profile: litellm_catalog.prices_for("bedrock", profile + SONNET, region="us-east-1")
+        for profile in ("us.", "global.", "eu.", "")
+    }
+    assert {p: e["input_cost_per_token"] for p, e in prices.items() if e} == {
+        "us.": 3.3e-06,
+        "global.": 3.02e-06,
+        "eu.": 3.01e-06,  # no eu. entry: the model's own
+        "": 3.01e-06,
+    }
+
+
+def test_model_info_overrides_the_entry_base_model_found(litellm_catalog: Catalog) -> None:
+    entry = _deployment_entry("azure/my-prod-gpt", None, {})
+    entry["model_info"] = {"base_model": "azure/gpt-4o", "input_cost_per_token": 1e-06}
+    target = Router(parse_settings({"model_list": [entry]}, {}), catalog=litellm_catalog).group("m")[0]
+    assert target.prices["input_cost_per_token"] == 1e-06  # the deployment's own
+    assert target.prices["max_input_tokens"] == 128000  # the catalog's, where model_info is silent
+
+
+def test_a_bare_name_of_another_provider_is_skipped_for_the_next_key() -> None:
+    """A bare name of the wrong provider does not stop the lookup: a later key of the right one still prices."""
+    ours, theirs = {"input_cost_per_token": 1e-06}, {"input_cost_per_token": 9e-06}
+    catalog = Catalog(models={"m-1-20250101": theirs, "p/m-1": ours}, providers={"m-1-20250101": "q", "p/m-1": "p"})
+    assert catalog.find("p", "m-1-20250101") == ("p/m-1", ours)
+    assert catalog.find("q", "m-1-20250101") == ("m-1-20250101", theirs)
+    assert catalog.find("r", "m-1-20250101") is None
 
 
 # --- cost of catalog entries, by hand -------------------------------------------------------------------

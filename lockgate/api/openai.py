@@ -5,11 +5,13 @@ Inference handlers only read what the gateway needs and hand the rest to :mod:`l
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from lockgate.asgi import Request
+from lockgate.catalog import is_price
 from lockgate.errors import BadRequest
 from lockgate.pipeline import Exchange, read_json, require_model, run, take_controls
 
@@ -68,20 +70,31 @@ _INFO_FIELDS = (
 
 
 async def model_info(gw: Gateway, req: Request) -> None:
-    """LiteLLM's ``/model/info``: what Cline reads to show limits, capabilities and prices; deployments added
-    through ``/model/new`` are marked ``db_model: true``."""
+    """LiteLLM's ``/model/info``: what Cline reads to show limits, capabilities and prices (those the gateway
+    charges: the catalog's under each deployment's model_info); deployments added through ``/model/new`` are
+    marked ``db_model: true``."""
     router = gw.router
     data = [
-        deployment_info(t.deployment, db_model=t.deployment.id in router.db_ids)
+        deployment_info(t.deployment, db_model=t.deployment.id in router.db_ids, prices=t.prices)
         for t in router.targets()
         if _may_use(gw, req, t.deployment.model_name)
     ]
     await req.respond(200, orjson.dumps({"data": data}))
 
 
-def deployment_info(d: Deployment, *, db_model: bool) -> dict[str, Any]:
-    """One deployment in ``/model/info``'s shape: never a credential (:meth:`Deployment.public_params`)."""
-    info: dict[str, Any] = {name: d.model_info.get(name) for name in _INFO_FIELDS}
+def deployment_info(d: Deployment, *, db_model: bool, prices: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One deployment in ``/model/info``'s shape: never a credential (:meth:`Deployment.public_params`).
+
+    ``prices`` is what the gateway charges for it (the router's ``Target.prices``: the catalog's entry for its model
+    with its ``model_info`` over it), shown as LiteLLM shows its cost map merged into model_info: every price
+    (tiers and 1-hour cache writes too) and the catalog's context limits where model_info has none. Without it, the
+    deployment's own ``model_info`` alone. ``max_tokens``, when not set, is the output limit (LiteLLM's older name
+    for it)."""
+    shown = d.model_info if prices is None else prices
+    info: dict[str, Any] = {name: shown.get(name) for name in _INFO_FIELDS}
+    info.update((name, value) for name, value in shown.items() if isinstance(name, str) and is_price(name))
+    if info["max_tokens"] is None:
+        info["max_tokens"] = info["max_output_tokens"]
     info.update(
         id=d.id,
         db_model=db_model,

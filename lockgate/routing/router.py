@@ -69,8 +69,19 @@ def _target(deployment: Deployment, settings: Settings, catalog: Catalog | None 
 
 
 def _prices(deployment: Deployment, catalog: Catalog | None) -> Mapping[str, Any]:
-    listed = catalog.prices_for(deployment.provider, deployment.upstream_model) if catalog is not None else None
-    return {**listed, **deployment.model_info} if listed else deployment.model_info
+    """The catalog's entry for the deployment (looked up by its ``model_info.base_model`` when set, and for Bedrock
+    its ``aws_region_name``: :meth:`Catalog.find`) under its ``model_info``, which wins field by field."""
+    info = deployment.model_info
+    if catalog is None:
+        return info
+    base_model, region = info.get("base_model"), deployment.options.get("aws_region_name")
+    listed = catalog.prices_for(
+        deployment.provider,
+        deployment.upstream_model,
+        base_model=base_model if isinstance(base_model, str) else None,
+        region=region if isinstance(region, str) else None,
+    )
+    return {**listed, **info} if listed else info
 
 
 def _priced(prices: Mapping[str, Any]) -> bool:

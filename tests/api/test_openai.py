@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -443,6 +444,52 @@ def test_model_info_shape_for_cline(gateway: GatewayProcess) -> None:
     assert UPSTREAM_KEY not in response.text and "api_key" not in response.text
     assert "sk-wrong-upstream-key" not in response.text
     assert httpx.get(gateway.url + "/model/info", headers=gateway.headers()).json() == response.json()
+
+
+def test_model_info_shows_the_prices_the_gateway_charges(tmp_path: Path) -> None:
+    """As LiteLLM merges its cost map into model_info: a deployment priced by the catalog shows the catalog's prices
+    and limits; its own model_info wins field by field; base_model finds a price-file entry; no credential."""
+    from lockgate.catalog import load_catalog
+
+    price_file = tmp_path / "model_prices_and_context_window.json"
+    price_file.write_text(
+        json.dumps({"azure/gpt-4o": {"input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+                                     "litellm_provider": "azure", "max_input_tokens": 128000,
+                                     "max_output_tokens": 16384, "mode": "chat"}})
+    )  # fmt: skip
+    config = (
+        "model_list:\n"
+        "  - model_name: opus\n    litellm_params: {model: anthropic/claude-opus-5, api_key: sk-ant-hidden-1}\n"
+        "  - model_name: opus-cheap\n    litellm_params: {model: anthropic/claude-opus-5, api_key: sk-ant-hidden-1}\n"
+        "    model_info: {input_cost_per_token: 1.0e-06, max_output_tokens: 4096}\n"
+        "  - model_name: azure-gpt\n    litellm_params: {model: azure/my-prod-gpt, api_base: 'http://127.0.0.1:1',"
+        " api_key: sk-azure-hidden-2, api_version: 2024-10-21}\n"
+        "    model_info: {base_model: gpt-4o}\n"
+        "  - model_name: unpriced\n    litellm_params: {model: demo/echo}\n"
+        f"lockgate:\n  price_file: {price_file}\n"
+    )
+    opus = load_catalog().prices_for("anthropic", "claude-opus-5")
+    assert opus is not None
+    with GatewayProcess(config) as gw:
+        response = httpx.get(gw.url + "/v1/model/info", headers={"x-litellm-api-key": MASTER_KEY})
+    assert response.status_code == 200
+    info = {d["model_name"]: d["model_info"] for d in response.json()["data"]}
+    shown = info["opus"]
+    for name in ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
+                 "cache_creation_input_token_cost", "cache_creation_input_token_cost_above_1hr",
+                 "max_input_tokens", "max_output_tokens"):  # fmt: skip
+        assert shown[name] == opus[name], name
+    assert shown["max_tokens"] == opus["max_output_tokens"]  # LiteLLM's older name for the output limit
+    assert "source" not in shown and "checked" not in shown
+    cheap = info["opus-cheap"]
+    assert cheap["input_cost_per_token"] == 1e-06 and cheap["output_cost_per_token"] == opus["output_cost_per_token"]
+    assert cheap["max_output_tokens"] == cheap["max_tokens"] == 4096
+    assert cheap["max_input_tokens"] == opus["max_input_tokens"]
+    azure = info["azure-gpt"]
+    assert azure["input_cost_per_token"] == 2.5e-06 and azure["output_cost_per_token"] == 1e-05
+    assert azure["max_input_tokens"] == 128000 and azure["key"] == "my-prod-gpt"
+    assert info["unpriced"]["input_cost_per_token"] is None and info["unpriced"]["output_cost_per_token"] is None
+    assert "hidden" not in response.text and "api_key" not in response.text
 
 
 def test_health_endpoints(gateway: GatewayProcess) -> None:
