@@ -51,6 +51,10 @@ BETA_FLAGS = frozenset(
 BETA_ALIASES = {"advanced-tool-use-2025-11-20": "tool-search-tool-2025-10-19"}
 
 
+_PROFILES = frozenset({"us", "eu", "apac", "global", "jp", "au", "us-gov"})
+"""Prefixes of Bedrock's cross-region inference profiles."""
+
+
 def bedrock_betas(header: str | None) -> list[str]:
     """The client's anthropic-beta flags that Bedrock accepts, in order, without duplicates."""
     flags: list[str] = []
@@ -236,9 +240,8 @@ class Bedrock(Provider):
         for mode in ("converse", "invoke"):
             if model.startswith(mode + "/"):
                 return mode, model[len(mode) + 1 :]
-        base = (
-            model.split(".", 1)[-1] if model.split(".", 1)[0] in ("us", "eu", "apac", "global", "jp", "au") else model
-        )
+        profile, dot, rest = model.partition(".")  # a cross-region inference profile: us.anthropic.claude-...
+        base = rest if dot and profile in _PROFILES else model
         return ("invoke" if base.startswith("anthropic.") else "converse"), model
 
     def url_for(self, deployment: Deployment, operation: str, model_id: str) -> tuple[str, str]:

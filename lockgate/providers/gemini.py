@@ -82,7 +82,7 @@ class Gemini(Provider):
 
     def _url(self, deployment: Deployment, stream: bool) -> str:
         base = (deployment.api_base or self.default_api_base or "").rstrip("/").removesuffix("/v1beta")
-        model = quote(deployment.upstream_model, safe="")
+        model = quote(_model_id(deployment), safe="")
         operation = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return f"{base}/v1beta/models/{model}:{operation}"
 
@@ -99,12 +99,10 @@ class Gemini(Provider):
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if call.deployment.api_key:
             headers["x-goog-api-key"] = call.deployment.api_key.reveal()
-        model = quote(call.deployment.upstream_model, safe="")
+        model = quote(_model_id(call.deployment), safe="")
         content = chat_to_gemini(call.body, call.thinking)
         content.pop("generationConfig", None)
-        body = orjson.dumps(
-            {"generateContentRequest": {"model": f"models/{call.deployment.upstream_model}", **content}}
-        )
+        body = orjson.dumps({"generateContentRequest": {"model": f"models/{_model_id(call.deployment)}", **content}})
         base = (call.deployment.api_base or self.default_api_base or "").rstrip("/").removesuffix("/v1beta")
         request = UpstreamRequest(f"{base}/v1beta/models/{model}:countTokens", headers, body)
         resp = await call.http.send(request, stream=False, timeouts=call.timeouts)
@@ -121,3 +119,9 @@ class Gemini(Provider):
 
     async def embeddings(self, call: Call) -> UpstreamResponse:
         raise BadRequest("Gemini embeddings are not supported yet.", param="model")
+
+
+def _model_id(deployment: Deployment) -> str:
+    """The model's id in Gemini's URLs: ``gemini/models/gemini-x`` (the API's resource name) and ``gemini/gemini-x``
+    name the same model."""
+    return deployment.upstream_model.removeprefix("models/")

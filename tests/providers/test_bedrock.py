@@ -12,6 +12,8 @@ import httpx
 import openai
 import pytest
 
+from lockgate.deployment import Deployment
+from lockgate.providers.bedrock import Bedrock
 from tests.fakes.bedrock_upstream import FakeBedrock
 from tests.support import MASTER_KEY, GatewayProcess
 
@@ -265,3 +267,19 @@ def test_assumed_role_credentials(tmp_path: Path) -> None:
         assert ACCESS_KEY in sts.requests[0].headers["authorization"]  # signed with the gateway's own keys
         assert bedrock.last_request.headers["x-amz-security-token"] == temporary[2]
         assert temporary[1] not in logs and temporary[2] not in logs
+
+
+@pytest.mark.parametrize(
+    ("model", "route"),
+    [
+        ("anthropic.claude-x-v1:0", ("invoke", "anthropic.claude-x-v1:0")),
+        ("us.anthropic.claude-x-v1:0", ("invoke", "us.anthropic.claude-x-v1:0")),
+        ("us-gov.anthropic.claude-x-v1:0", ("invoke", "us-gov.anthropic.claude-x-v1:0")),  # GovCloud's profiles
+        ("us-gov.meta.llama3-x-v1:0", ("converse", "us-gov.meta.llama3-x-v1:0")),
+        ("converse/us-gov.anthropic.claude-x-v1:0", ("converse", "us-gov.anthropic.claude-x-v1:0")),
+        ("invoke/meta.llama3-x-v1:0", ("invoke", "meta.llama3-x-v1:0")),
+    ],
+)
+def test_the_route_a_model_id_takes(model: str, route: tuple[str, str]) -> None:
+    """Claude goes to InvokeModel (Anthropic's own body), other models to Converse, unless the config says."""
+    assert Bedrock.route(Deployment("m", "bedrock", model, "id")) == route

@@ -30,7 +30,12 @@ def gateway(fake_gemini: FakeGemini) -> Iterator[GatewayProcess]:
             f"      api_base: {fake_gemini.url}\n      api_key: os.environ/GEMINI_KEY\n"
         )
 
-    config = "model_list:\n" + entry("gemini", "gemini-2.5-flash") + entry("gemini-throttled", "fault-status-429")
+    config = (
+        "model_list:\n"
+        + entry("gemini", "gemini-2.5-flash")
+        + entry("gemini-throttled", "fault-status-429")
+        + entry("gemini-resource-name", "models/gemini-2.5-flash")  # the API's resource name, as some configs say
+    )
     with GatewayProcess(config, env={"GEMINI_KEY": GEMINI_KEY}) as gw:
         yield gw
         logs = gw.logs()
@@ -63,6 +68,12 @@ def test_chat_on_gemini(client: openai.OpenAI, fake_gemini: FakeGemini) -> None:
     assert sent.path == "/v1beta/models/gemini-2.5-flash:generateContent"
     assert sent.headers["x-goog-api-key"] == GEMINI_KEY and "key" not in sent.query
     assert sent.json["systemInstruction"] == {"parts": [{"text": "be brief"}]}
+
+
+def test_a_model_named_by_its_resource_name(client: openai.OpenAI, fake_gemini: FakeGemini) -> None:
+    completion = client.chat.completions.create(model="gemini-resource-name", messages=user("hi"))  # type: ignore[arg-type]
+    assert completion.choices[0].message.content == "echo: hi"
+    assert fake_gemini.last_request.path == "/v1beta/models/gemini-2.5-flash:generateContent"
 
 
 def test_stream_on_gemini(client: openai.OpenAI) -> None:
