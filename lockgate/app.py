@@ -100,6 +100,7 @@ def _routes() -> dict[str, Route]:
         ("/user/new", "POST", directory.user_new, "admin"), ("/user/info", "GET", directory.user_info, "member"),
         ("/user/update", "POST", directory.user_update, "admin"),
         ("/user/list", "GET", directory.user_list, "viewer"),
+    add(("/v2/model/info",), Route({"GET": openai.model_info_v2}, "key", kind="info"))
         ("/user/delete", "POST", directory.user_delete, "admin"), ("/team/new", "POST", directory.team_new, "admin"),
         ("/team/info", "GET", directory.team_info, "member"),
         ("/team/update", "POST", directory.team_update, "admin"),

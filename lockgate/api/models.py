@@ -125,7 +125,13 @@ async def model_new(gw: Gateway, req: Request) -> None:
             f"A model with the id '{model_id[:100]}' already exists.", param="model_info.id", code="conflict"
         ) from exc
     await gw.models_changed()
-    await req.respond(200, orjson.dumps(deployment_info(deployment, db_model=True)), headers=_notice(warnings))
+    await req.respond(200, orjson.dumps(_shown(gw, deployment)), headers=_notice(warnings))
+
+
+def _shown(gw: Gateway, deployment: Deployment) -> dict[str, Any]:
+    """The model as ``/model/info`` shows it, with the prices it is charged at once it is served."""
+    target = next((t for t in gw.router.targets() if t.deployment.id == deployment.id), None)
+    return deployment_info(deployment, db_model=True, prices=None if target is None else target.prices)
 
 
 def _model_id(body: dict[str, Any], info: dict[str, Any]) -> str:
@@ -222,7 +228,7 @@ async def model_update(gw: Gateway, req: Request) -> None:
     if updated is None:  # deleted meanwhile
         raise _missing(gw, model_id, param)
     await gw.models_changed()
-    await req.respond(200, orjson.dumps(deployment_info(deployment, db_model=True)), headers=_notice(warnings))
+    await req.respond(200, orjson.dumps(_shown(gw, deployment)), headers=_notice(warnings))
 
 
 async def model_delete(gw: Gateway, req: Request) -> None:

@@ -12,14 +12,14 @@ import orjson
 
 from lockgate.asgi import Request
 from lockgate.catalog import is_price
-from lockgate.errors import BadRequest
+from lockgate.errors import BadRequest, NotFound
 from lockgate.pipeline import Exchange, read_json, require_model, run, take_controls
 
 if TYPE_CHECKING:
     from lockgate.app import Gateway
     from lockgate.deployment import Deployment
 
-__all__ = ["chat_completions", "deployment_info", "embeddings", "list_models", "model_info"]
+__all__ = ["chat_completions", "deployment_info", "embeddings", "list_models", "model_info", "model_info_v2"]
 
 
 async def chat_completions(gw: Gateway, req: Request) -> None:
@@ -69,17 +69,52 @@ _INFO_FIELDS = (
 )  # fmt: skip
 
 
+def _model_infos(gw: Gateway, req: Request, *, model: str | None, model_id: str | None) -> list[dict[str, Any]]:
+    """The deployments the caller may use, in ``/model/info``'s shape, of one model group and/or one id."""
+    router = gw.router
+    return [
+        deployment_info(t.deployment, db_model=t.deployment.id in router.db_ids, prices=t.prices)
+        for t in router.targets()
+        if (model is None or t.deployment.model_name == model)
+        and (model_id is None or t.deployment.id == model_id)
+        and _may_use(gw, req, t.deployment.model_name)
+    ]
+
+
 async def model_info(gw: Gateway, req: Request) -> None:
     """LiteLLM's ``/model/info``: what Cline reads to show limits, capabilities and prices (those the gateway
     charges: the catalog's under each deployment's model_info); deployments added through ``/model/new`` are
-    marked ``db_model: true``."""
-    router = gw.router
-    data = [
-        deployment_info(t.deployment, db_model=t.deployment.id in router.db_ids, prices=t.prices)
-        for t in router.targets()
-        if _may_use(gw, req, t.deployment.model_name)
-    ]
+    marked ``db_model: true``. ``?litellm_model_id=`` (one deployment, 404 if the caller has none of that id:
+    what the Terraform provider reads back) and ``?model=`` (one model group) narrow it."""
+    query = req.query
+    model_id = query.get("litellm_model_id")
+    data = _model_infos(gw, req, model=query.get("model"), model_id=model_id)
+    if model_id is not None and not data:
+        raise NotFound(f"model not found: no model with id '{model_id[:100]}'.", param="litellm_model_id")
     await req.respond(200, orjson.dumps({"data": data}))
+
+
+async def model_info_v2(gw: Gateway, req: Request) -> None:
+    """LiteLLM's ``/v2/model/info`` (its UI, the Terraform provider): ``/model/info``'s entries, narrowed by
+    ``modelId`` (a deployment id), ``model`` (a model group) and ``search`` (part of a model group's name, any
+    case), a page at a time (``page`` from 1, ``size`` 1-100, 50 by default), sorted by model group then id."""
+    query = req.query
+    try:
+        page, size = int(query.get("page", "1")), int(query.get("size", "50"))
+    except ValueError:
+        raise BadRequest("'page' and 'size' must be whole numbers.", param="page") from None
+    if page < 1 or not 1 <= size <= 100:
+        raise BadRequest("'page' must be 1 or more and 'size' from 1 to 100.", param="page" if page < 1 else "size")
+    data = _model_infos(gw, req, model=query.get("model"), model_id=query.get("modelId"))
+    search = query.get("search", "").casefold()
+    if search:
+        data = [entry for entry in data if search in entry["model_name"].casefold()]
+    data.sort(key=lambda entry: (entry["model_name"], entry["model_info"]["id"]))
+    total = len(data)
+    await req.respond(200, orjson.dumps({
+        "data": data[(page - 1) * size : page * size], "total_count": total, "current_page": page, "size": size,
+        "total_pages": -(-total // size),
+    }))  # fmt: skip
 
 
 def deployment_info(d: Deployment, *, db_model: bool, prices: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -93,6 +128,7 @@ def deployment_info(d: Deployment, *, db_model: bool, prices: Mapping[str, Any] 
     shown = d.model_info if prices is None else prices
     info: dict[str, Any] = {name: shown.get(name) for name in _INFO_FIELDS}
     info.update((name, value) for name, value in shown.items() if isinstance(name, str) and is_price(name))
+    info.update((name, value) for name, value in d.model_info.items() if name not in info)  # base_model, tier, ...
     if info["max_tokens"] is None:
         info["max_tokens"] = info["max_output_tokens"]
     info.update(

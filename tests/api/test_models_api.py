@@ -199,7 +199,17 @@ def test_a_model_as_the_terraform_provider_creates_it_is_priced(
     info = {"id": "tf-priced", "db_model": True, "base_model": "gpt-4o", "tier": "paid", "mode": "chat"}
     created = admin(gateway, "/model/new", {"model_name": "db-tf", "litellm_params": params, "model_info": info})
     assert created.status_code == 200, created.text
+    assert created.json()["model_info"]["input_cost_per_token"] == 2.5e-6
     try:
+        # read back as the provider does: /v2/model/info?modelId= (and /model/info?litellm_model_id= before v2)
+        (read,) = admin(gateway, "/v2/model/info?modelId=tf-priced").json()["data"]
+        assert read["model_name"] == "db-tf" and read["litellm_params"]["model"] == "openai/gpt-4o"
+        assert read["model_info"]["base_model"] == "gpt-4o" and read["model_info"]["tier"] == "paid"
+        assert read["model_info"]["output_cost_per_token"] == 1e-5 and "api_key" not in read["litellm_params"]
+        assert admin(gateway, "/model/info?litellm_model_id=tf-priced").json()["data"] == [read]
+        assert admin(gateway, "/v2/model/info?modelId=gone").json()["data"] == []
+        gone = admin(gateway, "/model/info?litellm_model_id=gone")
+        assert gone.status_code == 404 and "model not found" in gone.json()["error"]["message"]
         answer = chat(gateway, "db-tf")
         assert answer.status_code == 200, answer.text
         usage = answer.json()["usage"]
@@ -208,6 +218,31 @@ def test_a_model_as_the_terraform_provider_creates_it_is_priced(
         assert float(answer.headers["x-litellm-response-cost"]) == pytest.approx(expected, rel=1e-9)
     finally:
         admin(gateway, "/model/delete", {"id": "tf-priced"})
+
+
+def test_v2_model_info_pages_searches_and_narrows(gateway: GatewayProcess, fake_openai: FakeOpenAI) -> None:
+    ids = [f"v2-{n}" for n in range(5)]
+    for n, model_id in enumerate(ids):
+        body = fake_model(fake_openai, f"v2-Group-{n % 2}", model_info={"id": model_id})
+        assert admin(gateway, "/model/new", body).status_code == 200
+    try:
+        first = admin(gateway, "/v2/model/info?search=V2-group&size=2").json()
+        assert (first["total_count"], first["current_page"], first["size"], first["total_pages"]) == (5, 1, 2, 3)
+        pages = [admin(gateway, f"/v2/model/info?search=v2-group&size=2&page={p}").json()["data"] for p in (1, 2, 3)]
+        seen = [(e["model_name"], e["model_info"]["id"]) for page in pages for e in page]
+        assert seen == sorted(seen) and sorted(i for _, i in seen) == ids  # sorted by group then id, no repeats
+        group = admin(gateway, "/v2/model/info?model=v2-Group-1").json()
+        assert {e["model_info"]["id"] for e in group["data"]} == {"v2-1", "v2-3"}
+        assert admin(gateway, "/v2/model/info?page=9&search=v2-group").json()["data"] == []
+        for bad in ("page=0", "size=101", "size=x"):
+            refused = admin(gateway, f"/v2/model/info?{bad}")
+            assert refused.status_code == 400 and refused.json()["error"]["type"] == "invalid_request_error", bad
+        key = admin(gateway, "/key/generate", {"models": ["v2-Group-0"]}).json()["key"]
+        mine = admin(gateway, "/v2/model/info?search=v2", key=key).json()
+        assert mine["total_count"] == 3 and {e["model_name"] for e in mine["data"]} == {"v2-Group-0"}
+    finally:
+        for model_id in ids:
+            admin(gateway, "/model/delete", {"id": model_id})
 
 
 @pytest.mark.parametrize(
