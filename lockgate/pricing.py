@@ -1,20 +1,29 @@
 """The cost of one request in USD, from a deployment's prices (its ``model_info``) and the usage of its answer.
 
-Prices use LiteLLM's field names, USD per token: ``input_cost_per_token``, ``output_cost_per_token``,
-``cache_read_input_token_cost``, ``cache_creation_input_token_cost``, ``output_cost_per_reasoning_token``, and
-for each a long-prompt tier ``<name>_above_<N>k_tokens`` (``_above_200k_tokens``, ``_above_272k_tokens``, ...).
-A price is a number >= 0 or a numeric string (YAML reads ``3e-7`` as a string); anything else is treated as if
-it were absent.
+Prices use LiteLLM's field names (:data:`PRICE_FIELDS`), USD per token: ``input_cost_per_token``,
+``output_cost_per_token``, ``cache_read_input_token_cost``, ``cache_creation_input_token_cost``,
+``cache_creation_input_token_cost_above_1hr``, ``output_cost_per_reasoning_token``; by modality
+``input_cost_per_audio_token``, ``cache_read_input_audio_token_cost``, ``output_cost_per_audio_token`` and
+``output_cost_per_image_token``; and for each a long-prompt tier ``<name>_above_<N>k_tokens`` (``_above_200k_tokens``,
+``_above_272k_tokens``, ...). One price is a mapping (:data:`PRICE_TABLES`): ``search_context_cost_per_query``, USD
+per web search by search context size (``search_context_size_low`` / ``_medium`` / ``_high``), without tiers. A price
+is a number >= 0 or a numeric string (YAML reads ``3e-7`` as a string); anything else is treated as if it were
+absent.
 
 Usage is OpenAI-shaped, as lockgate normalises every provider's (``dialects.anthropic.messages_usage_to_chat``,
-``dialects.gemini``)::
+``dialects.gemini.gemini_usage_to_chat``)::
 
     prompt_tokens      = fresh input + cache reads + cache writes
         prompt_tokens_details.cached_tokens       (or top-level cache_read_input_tokens)      reads
         prompt_tokens_details.cache_write_tokens  (or top-level cache_creation_input_tokens)  writes
         prompt_tokens_details.cache_write_1h_tokens   of the writes, those for a one-hour cache (Anthropic)
-    completion_tokens  = visible output + reasoning
+        prompt_tokens_details.audio_tokens            audio input, cached audio included (OpenAI, Gemini)
+        prompt_tokens_details.cached_tokens_details.audio_tokens   of the reads, the audio ones (Gemini)
+    completion_tokens  = visible output + reasoning + audio output + image output
         completion_tokens_details.reasoning_tokens
+        completion_tokens_details.audio_tokens    (OpenAI, Gemini)
+        completion_tokens_details.image_tokens    (Gemini)
+    server_tool_use.web_search_requests           web searches run by the provider (Anthropic; LiteLLM's place)
 
 How it is priced, and where each rule comes from:
 
@@ -33,7 +42,37 @@ How it is priced, and where each rule comes from:
 - Output at ``output_cost_per_token``; reasoning tokens, which are part of ``completion_tokens`` and billed as
   output (https://platform.openai.com/docs/guides/reasoning; Gemini's thinking tokens likewise,
   https://ai.google.dev/gemini-api/docs/pricing), at ``output_cost_per_reasoning_token`` when set, else the
-  output price. They are never counted twice: visible output = completion - reasoning.
+  output price. They are never counted twice: visible output = completion - reasoning - audio - image output.
+- Audio input, a part of ``prompt_tokens`` that some models bill at a price of its own. OpenAI reports it as
+  ``prompt_tokens_details.audio_tokens`` ("audio input tokens present in the prompt",
+  https://platform.openai.com/docs/api-reference/chat/object) and bills gpt-audio's at $32 per MTok against $2.50
+  for text (https://developers.openai.com/api/docs/models/gpt-audio); Gemini reports it in ``promptTokensDetails``
+  (https://ai.google.dev/api/generate-content#UsageMetadata) and bills 2.5 Flash's at $1.00 against $0.30 for
+  text, image and video, and its cached audio at $0.10 against $0.03 (https://ai.google.dev/gemini-api/docs/pricing).
+  Both count a modality's cached tokens inside it: Gemini's ``cacheTokensDetails`` splits the cached tokens by
+  modality, as OpenAI's Realtime usage does with ``cached_tokens_details``, whose cached audio is billed at its
+  own price (gpt-realtime-1.5: $32 audio, $0.40 cached audio,
+  https://developers.openai.com/api/docs/models/gpt-realtime-1.5).
+  So fresh audio (audio - cached audio) is priced at ``input_cost_per_audio_token``, cached audio at
+  ``cache_read_input_audio_token_cost``, and the rest of the fresh input and of the reads at the text prices.
+  With no audio price audio is priced as text; cached audio with no price of its own at the cache-read price (as
+  LiteLLM prices every cached token, ``generic_cost_per_token``), or at the audio price when the model has no
+  cache-read price either (reads at the input price, as for text). When the usage does not say which reads were
+  audio (OpenAI's Chat Completions usage does not), none are taken to be but those the fresh input cannot hold
+  (audio - fresh), the split LiteLLM also makes: the dearest the counts allow wherever audio costs more over text
+  fresh than cached (every provider above). Cache writes are priced as text: no provider lockgate serves reports
+  audio ones.
+- Audio and image output, parts of ``completion_tokens``: OpenAI's ``completion_tokens_details.audio_tokens``
+  (gpt-audio: $64 per MTok against $10 for text), Gemini's ``candidatesTokensDetails`` (2.5 Flash Image: image
+  output at $30 per MTok against $2.50 for text, https://ai.google.dev/gemini-api/docs/pricing), at
+  ``output_cost_per_audio_token`` / ``output_cost_per_image_token``, else at the output price (as LiteLLM's
+  ``generic_cost_per_token``).
+- Web searches: Anthropic runs its web search tool server-side, reports ``usage.server_tool_use.web_search_requests``
+  and bills $10 per 1,000 searches on top of the tokens
+  (https://platform.claude.com/docs/en/agents-and-tools/tool-use/web-search-tool). Each is priced at
+  ``search_context_cost_per_query["search_context_size_medium"]``: LiteLLM's field, which holds a price per search
+  context size (an OpenAI request option) and which LiteLLM reads at the medium size for Anthropic
+  (``get_cost_for_anthropic_web_search``); no price, no charge.
 - Long prompts: when ``prompt_tokens`` (cache reads and writes included) is greater than N, each price that has
   an ``_above_<N>k_tokens`` (or ``_above_<N>_tokens``) variant is replaced by it, for every token of the request,
   output included; a price without a variant keeps its base value, and of several thresholds the prompt exceeds
@@ -41,18 +80,26 @@ How it is priced, and where each rule comes from:
   models (https://docs.anthropic.com/en/docs/about-claude/pricing#long-context-pricing) and Google bills
   Gemini 2.5 Pro prompts over 200K (https://ai.google.dev/gemini-api/docs/pricing), and what LiteLLM does
   (``_get_token_base_cost``: ``prompt_tokens > threshold``, each tiered price falling back to its base one).
-  A reasoning price without its own variant keeps its base value, as in LiteLLM; with no reasoning price at all,
-  reasoning follows the (tiered) output price.
+  A price without its own variant keeps its base value, as in LiteLLM (reasoning, audio, image); one that is
+  absent follows the (tiered) price it falls back to.
 
 Counts that contradict their totals are read so the cost is never negative and never less than its parts:
-reads + writes above ``prompt_tokens`` leave no fresh input (both still charged in full); reasoning above
-``completion_tokens`` leaves no visible output (reasoning still charged in full).
+reads + writes above ``prompt_tokens`` leave no fresh input (both still charged in full); fresh audio above the
+fresh input leaves no fresh text (the audio still charged in full); reasoning, audio and image output above
+``completion_tokens`` leave no visible output (still charged in full). A part of a part is held to it: one-hour
+writes to the writes, cached audio to the reads.
 
 Unknown cost is ``None``: prices with neither an input nor an output price (one of the two missing counts as 0),
 or a usage that is missing or malformed (not a mapping; ``prompt_tokens`` absent; a count that is not a
-non-negative int). ``completion_tokens`` may be absent (embeddings report none) and then counts as 0.
+non-negative int; details that are not a mapping). ``completion_tokens`` may be absent (embeddings report none)
+and then counts as 0.
 
-Not priced: per-second, per-image, audio and tool-call prices, batch/priority tiers.
+Not priced: per-second, per-character and per-image prices (lockgate serves no transcription, speech or
+image-generation endpoint); image, video and document input apart from text (LiteLLM's
+``input_cost_per_image_token``, ``input_cost_per_video_token``: Gemini bills them as text); audio cache writes;
+OpenAI's web search in Chat Completions (its usage has no search count, and the fee depends on the request's
+``search_context_size``); Gemini's grounding with Google Search (not counted in ``usageMetadata``) and other
+server tools; batch/priority tiers.
 """
 
 from __future__ import annotations
@@ -63,7 +110,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Rates", "cost_of", "estimate", "rates_for"]
+__all__ = ["PRICE_FIELDS", "PRICE_TABLES", "Rates", "cost_of", "estimate", "rates_for"]
 
 _INPUT = "input_cost_per_token"
 _OUTPUT = "output_cost_per_token"
@@ -71,12 +118,41 @@ _CACHE_READ = "cache_read_input_token_cost"
 _CACHE_WRITE = "cache_creation_input_token_cost"
 _CACHE_WRITE_1H = "cache_creation_input_token_cost_above_1hr"
 _REASONING = "output_cost_per_reasoning_token"
-_TIER = re.compile(r"(?P<base>[a-z_]+)_above_(?P<n>[0-9]+)(?P<k>k?)_tokens")
+_INPUT_AUDIO = "input_cost_per_audio_token"
+_CACHE_READ_AUDIO = "cache_read_input_audio_token_cost"
+_OUTPUT_AUDIO = "output_cost_per_audio_token"
+_OUTPUT_IMAGE = "output_cost_per_image_token"
+_SEARCH = "search_context_cost_per_query"
+_SEARCH_SIZE = "search_context_size_medium"  # the size LiteLLM reads for Anthropic, whose fee has none
+
+PRICE_FIELDS: frozenset[str] = frozenset(
+    {
+        _INPUT,
+        _OUTPUT,
+        _CACHE_READ,
+        _CACHE_WRITE,
+        _CACHE_WRITE_1H,
+        _REASONING,
+        _INPUT_AUDIO,
+        _CACHE_READ_AUDIO,
+        _OUTPUT_AUDIO,
+        _OUTPUT_IMAGE,
+    }
+)
+"""The prices read, each a number (USD per token); each may also come as ``<name>_above_<N>k_tokens`` or
+``<name>_above_<N>_tokens``, its long-prompt tier."""
+
+PRICE_TABLES: frozenset[str] = frozenset({_SEARCH})
+"""The prices read that are mappings, of names to numbers: ``search_context_cost_per_query`` (USD per web search
+by ``search_context_size_low`` / ``_medium`` / ``_high``). They have no tiers."""
+
+_TIER = re.compile(r"(?P<base>[a-z0-9_]+)_above_(?P<n>[0-9]+)(?P<k>k?)_tokens")
 
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """USD per token of each kind, for one request (long-prompt tiers already applied)."""
+    """USD per token of each kind (per search for ``web_search``), for one request (long-prompt tiers already
+    applied)."""
 
     input: float
     output: float
@@ -84,6 +160,11 @@ class Rates:
     cache_write: float
     reasoning: float
     cache_write_1h: float = 0.0
+    input_audio: float = 0.0
+    cache_read_audio: float = 0.0
+    output_audio: float = 0.0
+    output_image: float = 0.0
+    web_search: float = 0.0
 
 
 def _price(value: object) -> float | None:
@@ -122,6 +203,13 @@ def _prices_at(prices: Mapping[str, Any], prompt_tokens: int) -> dict[str, float
     return base | {name: price for name, (_, price) in tiers.items()}
 
 
+def _search_price(prices: Mapping[str, Any]) -> float:
+    """USD per web search: ``search_context_cost_per_query`` at the medium size; 0 when not given."""
+    table = prices.get(_SEARCH)
+    price = _price(table.get(_SEARCH_SIZE)) if isinstance(table, Mapping) else None
+    return 0.0 if price is None else price
+
+
 def rates_for(prices: Mapping[str, Any], prompt_tokens: int) -> Rates | None:
     """The rates a request with ``prompt_tokens`` of input pays; None when the prices have neither an input nor
     an output price."""
@@ -131,13 +219,20 @@ def rates_for(prices: Mapping[str, Any], prompt_tokens: int) -> Rates | None:
     if _INPUT not in found and _OUTPUT not in found:
         return None
     input_rate, output_rate = found.get(_INPUT, 0.0), found.get(_OUTPUT, 0.0)
+    cache_write = found.get(_CACHE_WRITE, input_rate)
+    input_audio = found.get(_INPUT_AUDIO, input_rate)
     return Rates(
         input=input_rate,
         output=output_rate,
         cache_read=found.get(_CACHE_READ, input_rate),
-        cache_write=found.get(_CACHE_WRITE, input_rate),
+        cache_write=cache_write,
         reasoning=found.get(_REASONING, output_rate),
-        cache_write_1h=found.get(_CACHE_WRITE_1H, found.get(_CACHE_WRITE, input_rate)),
+        cache_write_1h=found.get(_CACHE_WRITE_1H, cache_write),
+        input_audio=input_audio,
+        cache_read_audio=found.get(_CACHE_READ_AUDIO, found.get(_CACHE_READ, input_audio)),
+        output_audio=found.get(_OUTPUT_AUDIO, output_rate),
+        output_image=found.get(_OUTPUT_IMAGE, output_rate),
+        web_search=_search_price(prices),
     )
 
 
@@ -175,41 +270,59 @@ class _Tokens:
     completion: int
     reasoning: int
     writes_1h: int = 0  # of ``writes``, those for a one-hour cache lifetime
+    audio: int = 0  # of ``prompt``, the audio ones (cached audio included)
+    reads_audio: int = 0  # of ``reads``, the audio ones, as reported (0 when not said)
+    output_audio: int = 0  # of ``completion``
+    output_image: int = 0  # of ``completion``
+    web_searches: int = 0
 
 
 def _tokens(usage: object) -> _Tokens | None:
     """The counts ``usage`` reports, or None when it is missing or malformed."""
     if not isinstance(usage, Mapping):
         return None
-    prompt = _count(usage.get("prompt_tokens"))
-    completion = 0 if usage.get("completion_tokens") is None else _count(usage["completion_tokens"])
-    details = usage.get("prompt_tokens_details")
-    reads = _part(details, "cached_tokens", usage.get("cache_read_input_tokens"))
-    writes = _part(details, "cache_write_tokens", usage.get("cache_creation_input_tokens"))
-    reasoning = _part(usage.get("completion_tokens_details"), "reasoning_tokens")
-    writes_1h = _part(details, "cache_write_1h_tokens")
-    if prompt is None or completion is None:
+    details, output = usage.get("prompt_tokens_details"), usage.get("completion_tokens_details")
+    cached = details.get("cached_tokens_details") if isinstance(details, Mapping) else None
+    found = (
+        _count(usage.get("prompt_tokens")),
+        0 if usage.get("completion_tokens") is None else _count(usage["completion_tokens"]),
+        _part(details, "cached_tokens", usage.get("cache_read_input_tokens")),
+        _part(details, "cache_write_tokens", usage.get("cache_creation_input_tokens")),
+        _part(output, "reasoning_tokens"),
+        _part(details, "cache_write_1h_tokens"),
+        _part(details, "audio_tokens"),
+        _part(cached, "audio_tokens"),
+        _part(output, "audio_tokens"),
+        _part(output, "image_tokens"),
+        _part(usage.get("server_tool_use"), "web_search_requests"),
+    )
+    counts = [count for count in found if isinstance(count, int)]
+    if len(counts) != len(found):
         return None
-    if (
-        not isinstance(reads, int)
-        or not isinstance(writes, int)
-        or not isinstance(reasoning, int)
-        or not isinstance(writes_1h, int)
-    ):
-        return None
-    return _Tokens(prompt, reads, writes, completion, reasoning, min(writes_1h, writes))
+    prompt, completion, reads, writes, reasoning, writes_1h, audio, reads_audio, *rest = counts
+    output_audio, output_image, web_searches = rest
+    return _Tokens(prompt, reads, writes, completion, reasoning, min(writes_1h, writes), audio,
+                   min(reads_audio, reads), output_audio, output_image, web_searches)  # fmt: skip
 
 
 def _cost(rates: Rates, tokens: _Tokens) -> float:
     fresh = max(0, tokens.prompt - tokens.reads - tokens.writes)
-    visible = max(0, tokens.completion - tokens.reasoning)
+    # cached audio: as reported, and at least the audio the fresh input cannot hold
+    reads_audio = min(tokens.reads, max(tokens.reads_audio, tokens.audio - fresh))
+    fresh_audio = max(0, tokens.audio - reads_audio)
+    visible = max(0, tokens.completion - tokens.reasoning - tokens.output_audio - tokens.output_image)
     return (
-        fresh * rates.input
-        + tokens.reads * rates.cache_read
+        max(0, fresh - fresh_audio) * rates.input
+        + fresh_audio * rates.input_audio
+        + (tokens.reads - reads_audio) * rates.cache_read
+        + reads_audio * rates.cache_read_audio
         + (tokens.writes - tokens.writes_1h) * rates.cache_write
         + tokens.writes_1h * rates.cache_write_1h
         + visible * rates.output
         + tokens.reasoning * rates.reasoning
+        + tokens.output_audio * rates.output_audio
+        + tokens.output_image * rates.output_image
+        + tokens.web_searches * rates.web_search
     )
 
 
@@ -224,13 +337,16 @@ def cost_of(prices: Mapping[str, Any], usage: Mapping[str, Any] | None) -> float
 
 
 def estimate(prices: Mapping[str, Any], prompt_tokens: int, max_output_tokens: int) -> float | None:
-    """An upper bound, before the request is sent, on its cost: ``prompt_tokens`` of fresh input (no cache
-    assumed) and ``max_output_tokens`` of output at the dearer of the output and reasoning prices; None when the
-    prices are unknown or a count is not a non-negative int."""
+    """An upper bound, before the request is sent, on the cost of its tokens: ``prompt_tokens`` of fresh input
+    (no cache assumed) at the dearer of the text and audio input prices, and ``max_output_tokens`` at the dearest
+    of the output, reasoning, audio and image output prices (which kinds the prompt holds and the answer will
+    hold is not known here); web searches are not counted (how many is not known before the answer). None when
+    the prices are unknown or a count is not a non-negative int."""
     prompt, output = _count(prompt_tokens), _count(max_output_tokens)
     if prompt is None or output is None:
         return None
     rates = rates_for(prices, prompt)
     if rates is None:
         return None
-    return prompt * rates.input + output * max(rates.output, rates.reasoning)
+    dearest_output = max(rates.output, rates.reasoning, rates.output_audio, rates.output_image)
+    return prompt * max(rates.input, rates.input_audio) + output * dearest_output

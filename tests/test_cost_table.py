@@ -19,7 +19,8 @@ catalog updates leave these figures alone::
     Gemini                           body    dialects.gemini.gemini_to_chat_response
                                      stream  GeminiToChatStream, then UsageTap
 
-Token kinds: plain, cache read, cache write (5-minute, or the provider's only lifetime), cache write 1h, reasoning.
+Token kinds: plain, cache read, cache write (5-minute, or the provider's only lifetime), cache write 1h, reasoning;
+where a provider bills them apart, audio (input and output), audio with a cache read, image output and web searches.
 A provider that has no such kind has no such case; each table says why. A case lockgate gets wrong is marked
 ``xfail(strict=True)`` with the right figure, so fixing the bug turns it into a failure to be unmarked.
 """
@@ -42,7 +43,7 @@ from lockgate.dialects.anthropic import messages_usage_to_chat
 from lockgate.dialects.anthropic_stream import MessagesToChatStream, MessagesUsageTap
 from lockgate.dialects.converse import ConverseToMessagesStream, converse_to_message
 from lockgate.dialects.gemini import GeminiToChatStream, gemini_to_chat_response
-from lockgate.pricing import cost_of
+from lockgate.pricing import PRICE_TABLES, cost_of
 from lockgate.streaming import UsageTap
 from tests.fakes.bedrock_upstream import encode_event
 
@@ -58,6 +59,17 @@ OPENAI = {
     "cache_creation_input_token_cost": 2.5e-06,
     "output_cost_per_token": 1e-05,
 }
+# An OpenAI audio model: gpt-audio's $2.50 text input, $10 text output, $32 audio input and $64 audio output per
+# MTok, with cache prices set here (gpt-audio lists none): $0.25 cached text, and $0.40 cached audio as OpenAI lists
+# it for gpt-realtime-1.5.
+OPENAI_AUDIO = {
+    "input_cost_per_token": 2.5e-06,
+    "cache_read_input_token_cost": 2.5e-07,
+    "input_cost_per_audio_token": 3.2e-05,
+    "cache_read_input_audio_token_cost": 4e-07,
+    "output_cost_per_token": 1e-05,
+    "output_cost_per_audio_token": 6.4e-05,
+}
 # Anthropic: $5 input, $6.25 5-minute write, $10 1-hour write, $0.50 cache read, $25 output per MTok.
 ANTHROPIC = {
     "input_cost_per_token": 5e-06,
@@ -66,6 +78,12 @@ ANTHROPIC = {
     "cache_read_input_token_cost": 5e-07,
     "output_cost_per_token": 2.5e-05,
 }
+# Anthropic with its web search: $10 per 1,000 searches, in LiteLLM's search_context_cost_per_query.
+ANTHROPIC_SEARCH = {
+    **ANTHROPIC,
+    "search_context_cost_per_query": {"search_context_size_low": 0.01, "search_context_size_medium": 0.01,
+                                      "search_context_size_high": 0.01},
+}  # fmt: skip
 # Bedrock (Converse and InvokeModel): $2 input, $2.50 5-minute write, $4 1-hour write, $0.10 read, $10 output.
 BEDROCK = {
     "input_cost_per_token": 2e-06,
@@ -74,13 +92,22 @@ BEDROCK = {
     "cache_read_input_token_cost": 1e-07,
     "output_cost_per_token": 1e-05,
 }
-# Gemini: $0.30 input, $0.03 cached, $2.50 output and a distinct $3.50 for thinking tokens per MTok, so the
-# thinking count is seen to reach the reasoning price.
+# Gemini: $0.30 input (text, image, video), $1.00 audio input, $0.03 cached, $0.10 cached audio, $2.50 output (2.5
+# Flash's prices) and a distinct $3.50 for thinking tokens per MTok, so the thinking count is seen to reach the
+# reasoning price.
 GEMINI = {
     "input_cost_per_token": 3e-07,
+    "input_cost_per_audio_token": 1e-06,
     "cache_read_input_token_cost": 3e-08,
+    "cache_read_input_audio_token_cost": 1e-07,
     "output_cost_per_token": 2.5e-06,
     "output_cost_per_reasoning_token": 3.5e-06,
+}
+# Gemini 2.5 Flash Image: $0.30 input, $2.50 text output, $30 image output per MTok.
+GEMINI_IMAGE = {
+    "input_cost_per_token": 3e-07,
+    "output_cost_per_token": 2.5e-06,
+    "output_cost_per_image_token": 3e-05,
 }
 # A self-hosted OpenAI-compatible server (vLLM) priced by its operator: $0.10 input, $0.05 cached, $0.40 output.
 COMPAT = {
@@ -240,33 +267,37 @@ PATHS: dict[str, dict[str, Callable[[Usage], Usage]]] = {
 class Case:
     provider: str
     kind: str
-    prices: Mapping[str, float]
+    prices: Mapping[str, Any]
     wire: Usage
     expected: float
     bug: str | None = None
     """Why lockgate gets this case wrong today (the case is then a strict xfail)."""
 
 
-def _openai(prompt: int, completion: int, cached: int = 0, written: int | None = None, reasoning: int = 0) -> Usage:
-    """Chat Completions usage: ``prompt_tokens`` includes the cached and written tokens, ``completion_tokens``
-    the reasoning ones (section 1.3)."""
-    details: Usage = {"cached_tokens": cached, "audio_tokens": 0}
+def _openai(prompt: int, completion: int, cached: int = 0, written: int | None = None, reasoning: int = 0,
+            audio: int = 0, audio_out: int = 0) -> Usage:  # fmt: skip
+    """Chat Completions usage: ``prompt_tokens`` includes the cached, written and audio tokens, ``completion_tokens``
+    the reasoning and audio ones (section 1.3); which cached tokens were audio is not said."""
+    details: Usage = {"cached_tokens": cached, "audio_tokens": audio}
     if written is not None:
         details["cache_write_tokens"] = written
-    completion_details = {"reasoning_tokens": reasoning, "audio_tokens": 0, "accepted_prediction_tokens": 0,
+    completion_details = {"reasoning_tokens": reasoning, "audio_tokens": audio_out, "accepted_prediction_tokens": 0,
                           "rejected_prediction_tokens": 0}  # fmt: skip
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": details, "completion_tokens_details": completion_details}  # fmt: skip
 
 
-def _anthropic(fresh: int, output: int, read: int = 0, m5: int = 0, h1: int = 0, thinking: int | None = None) -> Usage:
+def _anthropic(fresh: int, output: int, read: int = 0, m5: int = 0, h1: int = 0, thinking: int | None = None,
+               searches: int | None = None) -> Usage:  # fmt: skip
     """Messages usage: ``input_tokens`` excludes the cache reads and writes; ``output_tokens`` includes thinking
-    (section 2.3)."""
+    (section 2.3); ``server_tool_use`` counts the web searches Anthropic ran."""
     usage: Usage = {"input_tokens": fresh, "cache_creation_input_tokens": m5 + h1, "cache_read_input_tokens": read,
                     "output_tokens": output, "service_tier": "standard",
                     "cache_creation": {"ephemeral_5m_input_tokens": m5, "ephemeral_1h_input_tokens": h1}}  # fmt: skip
     if thinking is not None:
         usage["output_tokens_details"] = {"thinking_tokens": thinking}
+    if searches is not None:
+        usage["server_tool_use"] = {"web_search_requests": searches}
     return usage
 
 
@@ -280,15 +311,28 @@ def _converse(fresh: int, output: int, read: int = 0, written: int = 0, ttl: str
     return usage
 
 
-def _gemini(prompt: int, candidates: int, cached: int = 0, thoughts: int = 0) -> Usage:
+def _modalities(**counts: int) -> list[dict[str, Any]]:
+    """A ``[{modality, tokenCount}]`` list (``TEXT=...``, ``AUDIO=...``)."""
+    return [{"modality": modality, "tokenCount": count} for modality, count in counts.items()]
+
+
+def _gemini(prompt: int, candidates: int, cached: int = 0, thoughts: int = 0, audio: int = 0, cached_audio: int = 0,
+            image_out: int = 0) -> Usage:  # fmt: skip
     """usageMetadata: ``promptTokenCount`` includes the cached tokens, ``candidatesTokenCount`` excludes the
-    thoughts (section 5.3); zero counts are left out, as proto3 JSON does."""
+    thoughts (section 5.3); zero counts are left out, as proto3 JSON does. Per-modality details as Gemini sends
+    them (``promptTokensDetails`` counts cached tokens too, ``cacheTokensDetails`` only those), when one of
+    ``audio``, ``cached_audio``, ``image_out`` is given."""
     usage: Usage = {"promptTokenCount": prompt, "candidatesTokenCount": candidates,
                     "totalTokenCount": prompt + candidates + thoughts}  # fmt: skip
     if cached:
         usage["cachedContentTokenCount"] = cached
     if thoughts:
         usage["thoughtsTokenCount"] = thoughts
+    if audio or cached_audio or image_out:
+        usage["promptTokensDetails"] = _modalities(TEXT=prompt - audio, AUDIO=audio)
+        usage["candidatesTokensDetails"] = _modalities(TEXT=candidates - image_out, IMAGE=image_out)
+    if cached and (audio or cached_audio):
+        usage["cacheTokensDetails"] = _modalities(TEXT=cached - cached_audio, AUDIO=cached_audio)
     return usage
 
 
@@ -302,7 +346,22 @@ CASES = [
     Case("openai", "cache write", OPENAI, _openai(5000, 100, written=4000), 0.013),
     # 1000 x $2 + (500 visible + 2500 reasoning) x $10 = 0.002 + 0.03
     Case("openai", "reasoning", OPENAI, _openai(1000, 3000, reasoning=2500), 0.032),
-    # Azure OpenAI: OpenAI's wire format. No cache write kinds: Azure documents no cache-write count.
+    # 200 text x $2.50 + 1000 audio x $32 + 100 text out x $10 + 600 audio out x $64
+    # = 0.0005 + 0.032 + 0.001 + 0.0384
+    Case("openai", "audio", OPENAI_AUDIO, _openai(1200, 700, audio=1000, audio_out=600), 0.071_9),
+    # 3000 prompt tokens, 2000 of them cached, 1500 of them audio: the 1000 fresh tokens hold at most 1000 of the
+    # audio ones, so at least 500 cached are audio, and lockgate takes exactly that (the split is not said):
+    # 1000 fresh audio x $32 + 1500 cached text x $0.25 + 500 cached audio x $0.40 + 100 text out x $10
+    # + 400 audio out x $64 = 0.032 + 0.000375 + 0.0002 + 0.001 + 0.0256
+    Case(
+        "openai",
+        "audio cache read",
+        OPENAI_AUDIO,
+        _openai(3000, 500, cached=2000, audio=1500, audio_out=400),
+        0.059_175,
+    ),
+    # Azure OpenAI: OpenAI's wire format. No cache write kinds: Azure documents no cache-write count. Its audio
+    # models report OpenAI's audio fields, through the same paths as OpenAI's: not repeated here.
     # 800 x $2 + 150 x $10 = 0.0016 + 0.0015
     Case("azure", "plain", OPENAI, _openai(800, 150), 0.003_1),
     # 1024 fresh x $2 + 3072 cached x $0.10 + 50 x $10 = 0.002048 + 0.0003072 + 0.0005
@@ -320,6 +379,15 @@ CASES = [
     Case("anthropic", "cache write 1h", ANTHROPIC, _anthropic(200, 100, h1=4000), 0.043_5),
     # 1000 x $5 + 2000 output (1500 of it thinking) x $25 = 0.005 + 0.05
     Case("anthropic", "reasoning", ANTHROPIC, _anthropic(1000, 2000, thinking=1500), 0.055),
+    # 1000 x $5 + 500 x $25 + 3 searches x $0.01 = 0.005 + 0.0125 + 0.03
+    Case(
+        "anthropic",
+        "web search",
+        ANTHROPIC_SEARCH,
+        _anthropic(1000, 500, searches=3),
+        0.047_5,
+        bug="dialects.anthropic.messages_usage_to_chat drops usage.server_tool_use: the searches are not charged",
+    ),
     # Bedrock Converse. Reasoning has no count of its own: it is inside outputTokens.
     # 1000 x $2 + 500 x $10 = 0.002 + 0.005
     Case("bedrock-converse", "plain", BEDROCK, _converse(1000, 500), 0.007),
@@ -344,6 +412,20 @@ CASES = [
     Case("gemini", "cache read", GEMINI, _gemini(50_000, 500, cached=40_000), 0.005_45),
     # 2000 x $0.30 + 400 x $2.50 + 1600 thoughts x $3.50 = 0.0006 + 0.001 + 0.0056
     Case("gemini", "reasoning", GEMINI, _gemini(2000, 400, thoughts=1600), 0.007_2),
+    # 1000 text x $0.30 + 4000 audio x $1 + 300 x $2.50 = 0.0003 + 0.004 + 0.00075
+    Case("gemini", "audio", GEMINI, _gemini(5000, 300, audio=4000), 0.005_05),
+    # 50000 prompt tokens: 30000 audio, of them 25000 cached; 40000 cached, of them 15000 text.
+    # 5000 fresh text x $0.30 + 5000 fresh audio x $1 + 15000 cached text x $0.03 + 25000 cached audio x $0.10
+    # + 500 x $2.50 = 0.0015 + 0.005 + 0.00045 + 0.0025 + 0.00125
+    Case(
+        "gemini",
+        "audio cache read",
+        GEMINI,
+        _gemini(50_000, 500, cached=40_000, audio=30_000, cached_audio=25_000),
+        0.010_7,
+    ),
+    # 100 x $0.30 + 100 text out x $2.50 + 1290 image out x $30 = 0.00003 + 0.00025 + 0.0387
+    Case("gemini", "image output", GEMINI_IMAGE, _gemini(100, 1390, image_out=1290), 0.038_98),
     # An OpenAI-compatible server (vLLM): prefix-cache hits in cached_tokens; no cache writes; reasoning counted
     # inside completion_tokens with no breakdown.
     # 3000 x $0.10 + 700 x $0.40 = 0.0003 + 0.00028
@@ -376,9 +458,11 @@ def test_the_table_covers_every_provider_and_kind() -> None:
         kinds.setdefault(case.provider, set()).add(case.kind)
     assert set(kinds) == set(PATHS)
     every = {"plain", "cache read", "cache write 5m", "cache write 1h", "reasoning"}
-    assert kinds["anthropic"] == kinds["bedrock-invoke"] == kinds["bedrock-converse"] == every
-    assert kinds["openai"] == {"plain", "cache read", "cache write", "reasoning"}
-    for provider in ("azure", "gemini", "openai-compatible"):
+    assert kinds["bedrock-invoke"] == kinds["bedrock-converse"] == every
+    assert kinds["anthropic"] == every | {"web search"}
+    assert kinds["openai"] == {"plain", "cache read", "cache write", "reasoning", "audio", "audio cache read"}
+    assert kinds["gemini"] == {"plain", "cache read", "reasoning", "audio", "audio cache read", "image output"}
+    for provider in ("azure", "openai-compatible"):
         assert kinds[provider] == {"plain", "cache read", "reasoning"}, provider
 
 
@@ -397,20 +481,25 @@ def _tier(entry: Mapping[str, Any], base: str, tier: str) -> float | None:
 def test_catalog_prices_are_sourced_and_ordered() -> None:
     """Every entry: prices >= 0, a source and a checked date. Where cache prices are given: a read costs less
     than fresh input, and fresh input less than a write, and a 5-minute write no more than a 1-hour one (no
-    exceptions today); each long-prompt tier keeps that order and costs no less than the base price."""
+    exceptions today); a cached audio token less than a fresh one; each long-prompt tier keeps that order and costs
+    no less than the base price."""
     catalog = load_catalog()
     for name, entry in catalog.models.items():
         assert str(entry["source"]).startswith("https://"), name
         assert len(str(entry["checked"])) == 10, name
         prices = {k: v for k, v in entry.items() if k not in ("source", "checked", "max_input_tokens",
-                                                               "max_output_tokens")}  # fmt: skip
+                                                               "max_output_tokens", *PRICE_TABLES)}  # fmt: skip
+        for table in PRICE_TABLES & set(entry):  # search_context_cost_per_query: USD per search, by size
+            prices |= {f"{table}.{size}": value for size, value in entry[table].items()}
         assert all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in prices.values()), name
-        tiers = {""} | {k[k.index("_above_") :] for k in prices if k.endswith("_tokens")}
+        tiers = {""} | {k[k.rindex("_above_") :] for k in prices if k.endswith("_tokens")}
         for tier in sorted(tiers):
             read = _tier(entry, _CACHE[0], tier)
             fresh = _tier(entry, "input_cost_per_token", tier)
             write = _tier(entry, _CACHE[1], tier)
             write_1h = _tier(entry, _CACHE[2], tier)
+            audio = _tier(entry, "input_cost_per_audio_token", tier)
+            read_audio = _tier(entry, "cache_read_input_audio_token_cost", tier)
             assert fresh is not None, name
             if read is not None:
                 assert read < fresh, (name, tier)
@@ -418,6 +507,8 @@ def test_catalog_prices_are_sourced_and_ordered() -> None:
                 assert fresh < write, (name, tier)
             if write is not None and write_1h is not None:
                 assert write <= write_1h, (name, tier)
+            if read_audio is not None:
+                assert read_audio < (fresh if audio is None else audio), (name, tier)
         for key, value in prices.items():
             if "_above_" in key and key.endswith("_tokens"):
-                assert value >= prices[key[: key.index("_above_")]], (name, key)
+                assert value >= prices[key[: key.rindex("_above_")]], (name, key)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from lockgate.dialects.anthropic import messages_usage_to_chat
 from lockgate.dialects.gemini import gemini_usage_to_chat
-from lockgate.pricing import Rates, cost_of, estimate, rates_for
+from lockgate.pricing import PRICE_FIELDS, PRICE_TABLES, Rates, cost_of, estimate, rates_for
 
 # Claude Sonnet 4 (per token): $3 / $15 per MTok, cache reads 0.1x input, 5-minute writes 1.25x input; above 200K
 # input tokens (1M-context beta) $6 / $22.50, with the cache prices doubled too.
@@ -157,6 +157,17 @@ def test_prices_as_numeric_strings() -> None:
         {"prompt_tokens": 10, "completion_tokens": 10, "completion_tokens_details": {"reasoning_tokens": -2}},
         {"prompt_tokens": 10, "completion_tokens": 10, "completion_tokens_details": {"reasoning_tokens": "2"}},
         {"prompt_tokens": 10, "completion_tokens": 10, "completion_tokens_details": 2},
+        {"prompt_tokens": 10, "completion_tokens": 10, "prompt_tokens_details": {"audio_tokens": "4"}},
+        {"prompt_tokens": 10, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens_details": [4]}},
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": 10,
+            "prompt_tokens_details": {"cached_tokens_details": {"audio_tokens": -4}},
+        },
+        {"prompt_tokens": 10, "completion_tokens": 10, "completion_tokens_details": {"audio_tokens": 2.0}},
+        {"prompt_tokens": 10, "completion_tokens": 10, "completion_tokens_details": {"image_tokens": True}},
+        {"prompt_tokens": 10, "completion_tokens": 10, "server_tool_use": 3},
+        {"prompt_tokens": 10, "completion_tokens": 10, "server_tool_use": {"web_search_requests": -1}},
     ],
 )
 def test_missing_or_malformed_usage_is_unknown(usage: Any) -> None:
@@ -174,6 +185,175 @@ def test_parts_larger_than_their_totals_are_charged_in_full() -> None:
     usage = {"prompt_tokens": 100, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 80,
              "cache_write_tokens": 40}, "completion_tokens_details": {"reasoning_tokens": 7}}  # fmt: skip
     assert cost_of(SONNET, usage) == pytest.approx(80 * 3e-07 + 40 * 3.75e-06 + 7 * 1.5e-05, rel=1e-12)
+
+
+# --- audio, image output, web searches -------------------------------------------------------------
+
+# gpt-audio's prices per MTok: text $2.50 in / $10 out, audio $32 in / $64 out (no cache prices).
+GPT_AUDIO = {
+    "input_cost_per_token": 2.5e-06,
+    "output_cost_per_token": 1e-05,
+    "input_cost_per_audio_token": 3.2e-05,
+    "output_cost_per_audio_token": 6.4e-05,
+}
+# A Realtime-like table with every cache price (per MTok): text $4, cached $0.40; audio $32, cached audio $0.80.
+REALTIME = {
+    "input_cost_per_token": 4e-06,
+    "cache_read_input_token_cost": 4e-07,
+    "input_cost_per_audio_token": 3.2e-05,
+    "cache_read_input_audio_token_cost": 8e-07,
+    "output_cost_per_token": 1.6e-05,
+    "output_cost_per_audio_token": 6.4e-05,
+}
+
+
+def test_openai_audio_in_and_out_at_audio_prices() -> None:
+    usage = {"prompt_tokens": 1000, "completion_tokens": 500,
+             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 800},
+             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 400}}  # fmt: skip
+    # 200 text x $2.50 + 800 audio x $32 + 100 text out x $10 + 400 audio out x $64 = 52,700 per MTok
+    assert cost_of(GPT_AUDIO, usage) == pytest.approx(0.0527, rel=1e-12)
+    # a model without audio prices: audio is priced as text (1000 x $2.50 + 500 x $10)
+    text_only = {"input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05}
+    assert cost_of(text_only, usage) == pytest.approx(0.0075, rel=1e-12)
+
+
+def test_cached_audio_as_reported_or_the_dearest_split() -> None:
+    usage: dict[str, Any] = {"prompt_tokens": 1000, "completion_tokens": 0,
+                             "prompt_tokens_details": {"cached_tokens": 600, "audio_tokens": 800}}  # fmt: skip
+    # Chat Completions does not say which cached tokens are audio: 400 fresh tokens can hold at most 400 of the 800
+    # audio ones, so 400 cached are audio, the other 200 cached are text, and no fresh token is text.
+    # 400 fresh audio x $32 + 200 cached text x $0.40 + 400 cached audio x $0.80 = 13,200 per MTok
+    assert cost_of(REALTIME, usage) == pytest.approx(0.0132, rel=1e-12)
+    # told that all 600 cached were audio: 200 fresh text x $4 + 200 fresh audio x $32 + 600 x $0.80 = 7,680
+    usage["prompt_tokens_details"]["cached_tokens_details"] = {"text_tokens": 0, "audio_tokens": 600}
+    assert cost_of(REALTIME, usage) == pytest.approx(0.00768, rel=1e-12)
+    # cached audio is held to the reads: 900 said, 600 read
+    usage["prompt_tokens_details"]["cached_tokens_details"] = {"audio_tokens": 900}
+    assert cost_of(REALTIME, usage) == pytest.approx(0.00768, rel=1e-12)
+
+
+def test_cached_audio_without_a_price_of_its_own() -> None:
+    usage = {"prompt_tokens": 1000, "completion_tokens": 0,
+             "prompt_tokens_details": {"cached_tokens": 600, "audio_tokens": 800,
+                                       "cached_tokens_details": {"audio_tokens": 600}}}  # fmt: skip
+    # at the cache-read price: 200 fresh text x $4 + 200 fresh audio x $32 + 600 x $0.40 = 7,440 per MTok
+    no_cached_audio = {k: v for k, v in REALTIME.items() if k != "cache_read_input_audio_token_cost"}
+    assert cost_of(no_cached_audio, usage) == pytest.approx(0.00744, rel=1e-12)
+    # no cache price at all: reads at the input price of their kind (200 x $4 + 800 audio x $32 = 26,400)
+    no_cache = {k: v for k, v in no_cached_audio.items() if k != "cache_read_input_token_cost"}
+    assert cost_of(no_cache, usage) == pytest.approx(0.0264, rel=1e-12)
+
+
+def test_gemini_audio_input_and_image_output() -> None:
+    # Gemini 2.5 Flash per MTok: $0.30 text/image/video, $1.00 audio, cached $0.03 / $0.10 audio, $2.50 output;
+    # 2.5 Flash Image: image output $30.
+    prices = {
+        "input_cost_per_token": 3e-07,
+        "input_cost_per_audio_token": 1e-06,
+        "cache_read_input_token_cost": 3e-08,
+        "cache_read_input_audio_token_cost": 1e-07,
+        "output_cost_per_token": 2.5e-06,
+        "output_cost_per_image_token": 3e-05,
+    }
+    usage = gemini_usage_to_chat({
+        "promptTokenCount": 10_000, "cachedContentTokenCount": 6000, "candidatesTokenCount": 1390,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 4000}, {"modality": "AUDIO", "tokenCount": 6000}],
+        "cacheTokensDetails": [{"modality": "TEXT", "tokenCount": 1000}, {"modality": "AUDIO", "tokenCount": 5000}],
+        "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": 100}, {"modality": "IMAGE", "tokenCount": 1290}],
+    })  # fmt: skip
+    # 3000 fresh text x $0.30 + 1000 fresh audio x $1 + 1000 cached text x $0.03 + 5000 cached audio x $0.10
+    # + 100 text out x $2.50 + 1290 image out x $30 = 900 + 1000 + 30 + 500 + 250 + 38,700 = 41,380 per MTok
+    assert cost_of(prices, usage) == pytest.approx(0.04138, rel=1e-12)
+
+
+def test_modality_prices_in_tiers() -> None:
+    usage = {"prompt_tokens": 300_000, "completion_tokens": 100,
+             "prompt_tokens_details": {"audio_tokens": 100_000},
+             "completion_tokens_details": {"audio_tokens": 40}}  # fmt: skip
+    prices = {
+        "input_cost_per_token": 1e-06,
+        "input_cost_per_token_above_200k_tokens": 2e-06,
+        "output_cost_per_token": 1e-05,
+        "output_cost_per_token_above_200k_tokens": 2e-05,
+    }
+    # no audio prices: audio follows the tiered text prices
+    assert cost_of(prices, usage) == pytest.approx(300_000 * 2e-06 + 100 * 2e-05, rel=1e-12)
+    # audio prices without a tier keep their base values
+    audio = {**prices, "input_cost_per_audio_token": 5e-06, "output_cost_per_audio_token": 4e-05}
+    expected = 200_000 * 2e-06 + 100_000 * 5e-06 + 60 * 2e-05 + 40 * 4e-05
+    assert cost_of(audio, usage) == pytest.approx(expected, rel=1e-12)
+    tiered = {**audio, "input_cost_per_audio_token_above_200k_tokens": 7e-06,
+              "output_cost_per_audio_token_above_200k_tokens": 8e-05}  # fmt: skip
+    expected = 200_000 * 2e-06 + 100_000 * 7e-06 + 60 * 2e-05 + 40 * 8e-05
+    assert cost_of(tiered, usage) == pytest.approx(expected, rel=1e-12)
+
+
+def test_one_hour_writes_above_a_long_prompt_threshold() -> None:
+    # LiteLLM's name for a 1-hour write above 200K: cache_creation_input_token_cost_above_1hr_above_200k_tokens
+    prices = {**SONNET_LONG, "cache_creation_input_token_cost_above_1hr_above_200k_tokens": 1.2e-05}
+    usage = {"prompt_tokens": 250_000, "completion_tokens": 0,
+             "prompt_tokens_details": {"cache_write_tokens": 50_000, "cache_write_1h_tokens": 50_000}}  # fmt: skip
+    assert cost_of(prices, usage) == pytest.approx(200_000 * 6e-06 + 50_000 * 1.2e-05, rel=1e-12)
+    small = {"prompt_tokens": 150_000, "completion_tokens": 0,
+             "prompt_tokens_details": {"cache_write_tokens": 50_000, "cache_write_1h_tokens": 50_000}}  # fmt: skip
+    assert cost_of(prices, small) == pytest.approx(100_000 * 3e-06 + 50_000 * 6e-06, rel=1e-12)
+
+
+def test_output_parts_larger_than_the_total_are_charged_in_full() -> None:
+    usage = {"prompt_tokens": 10, "completion_tokens": 50, "prompt_tokens_details": {"audio_tokens": 30},
+             "completion_tokens_details": {"reasoning_tokens": 20, "audio_tokens": 30, "image_tokens": 40}}  # fmt: skip
+    prices = {**GPT_AUDIO, "output_cost_per_image_token": 3e-05}
+    # 30 audio in x $32 (above the 10 of the prompt: no text left), 20 reasoning x $10 + 30 audio x $64 + 40 x $30
+    expected = 30 * 3.2e-05 + 20 * 1e-05 + 30 * 6.4e-05 + 40 * 3e-05
+    assert cost_of(prices, usage) == pytest.approx(expected, rel=1e-12)
+
+
+def test_web_searches_at_the_price_per_query() -> None:
+    # Anthropic: $10 per 1,000 searches, LiteLLM's search_context_cost_per_query holding it at every size
+    search = {"search_context_size_low": 0.01, "search_context_size_medium": 0.01, "search_context_size_high": 0.01}
+    prices = {**SONNET, "search_context_cost_per_query": search}
+    usage = {"prompt_tokens": 1000, "completion_tokens": 100, "server_tool_use": {"web_search_requests": 3}}
+    # 1000 x $3/M + 100 x $15/M + 3 x $0.01
+    assert cost_of(prices, usage) == pytest.approx(0.003 + 0.0015 + 0.03, rel=1e-12)
+    assert cost_of(SONNET, usage) == pytest.approx(0.0045, rel=1e-12)  # no price: no charge
+    as_strings = {**SONNET, "search_context_cost_per_query": {"search_context_size_medium": "1e-2"}}
+    assert cost_of(as_strings, usage) == pytest.approx(0.0345, rel=1e-12)
+    for malformed in (0.01, {"search_context_size_medium": -1}, {"search_context_size_high": 0.01}):
+        assert cost_of({**SONNET, "search_context_cost_per_query": malformed}, usage) == pytest.approx(0.0045)
+    assert cost_of(prices, {**usage, "server_tool_use": None}) == pytest.approx(0.0045, rel=1e-12)
+
+
+_EVERY_KIND = {
+    "prompt_tokens": 300_000,
+    "completion_tokens": 1000,
+    "prompt_tokens_details": {"cached_tokens": 100_000, "cache_write_tokens": 50_000, "cache_write_1h_tokens": 20_000,
+                              "audio_tokens": 60_000, "cached_tokens_details": {"audio_tokens": 10_000}},
+    "completion_tokens_details": {"reasoning_tokens": 100, "audio_tokens": 200, "image_tokens": 300},
+    "server_tool_use": {"web_search_requests": 2},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(PRICE_FIELDS))
+def test_every_price_field_is_read_and_so_is_its_tier(name: str) -> None:
+    """Each field PRICE_FIELDS names changes the cost of a usage with every kind of token, and so does its
+    long-prompt tier: the list the catalog validates against is the list pricing reads."""
+    base = {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06}
+    before = cost_of(base, _EVERY_KIND)
+    assert before is not None
+    raised = cost_of({**base, name: 1.0}, _EVERY_KIND)
+    assert raised is not None and raised > before + 1
+    tier = cost_of({**base, name: 1e-06, f"{name}_above_200k_tokens": 1.0}, _EVERY_KIND)
+    assert tier is not None and tier > before + 1
+
+
+def test_price_tables_are_read() -> None:
+    assert not PRICE_TABLES & PRICE_FIELDS
+    assert sorted(PRICE_TABLES) == ["search_context_cost_per_query"]
+    base = {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06}
+    before = cost_of(base, _EVERY_KIND)
+    table = {"search_context_cost_per_query": {"search_context_size_medium": 1.0}}
+    assert before is not None and cost_of({**base, **table}, _EVERY_KIND) == pytest.approx(before + 2.0)
 
 
 # --- long-prompt tiers -----------------------------------------------------------------------------
@@ -240,8 +420,9 @@ def test_of_several_thresholds_the_highest_exceeded_applies() -> None:
     for prompt, rate in ((128_000, 1e-06), (128_001, 2e-06), (200_001, 3e-06), (272_000, 3e-06), (272_001, 4e-06)):
         assert cost_of(prices, {"prompt_tokens": prompt, "completion_tokens": 0}) == pytest.approx(prompt * rate)
     assert rates_for(prices, 300_000) == Rates(
-        input=4e-06, output=0.0, cache_read=4e-06, cache_write=4e-06, reasoning=0.0, cache_write_1h=4e-06
-    )
+        input=4e-06, output=0.0, cache_read=4e-06, cache_write=4e-06, reasoning=0.0, cache_write_1h=4e-06,
+        input_audio=4e-06, cache_read_audio=4e-06, output_audio=0.0, output_image=0.0, web_search=0.0,
+    )  # fmt: skip
 
 
 # --- estimates -------------------------------------------------------------------------------------
@@ -277,15 +458,20 @@ _NAMES = (
     "cache_read_input_token_cost",
     "cache_creation_input_token_cost",
     "output_cost_per_reasoning_token",
+    "input_cost_per_audio_token",
+    "cache_read_input_audio_token_cost",
+    "output_cost_per_audio_token",
+    "output_cost_per_image_token",
 )
 _price = st.floats(min_value=0, max_value=1e-03, allow_nan=False, allow_infinity=False)
 
 
 @st.composite
-def price_tables(draw: st.DrawFn) -> dict[str, Any]:
-    """Any subset of the five prices (at least input or output), each maybe with a 200K tier no cheaper than it."""
+def price_tables(draw: st.DrawFn, names: tuple[str, ...] = _NAMES) -> dict[str, Any]:
+    """Any subset of ``names`` (at least input or output), each maybe with a 200K tier no cheaper than it, and
+    maybe a price per web search."""
     prices: dict[str, Any] = {}
-    for name in _NAMES:
+    for name in names:
         base = draw(st.none() | _price)
         if base is None:
             continue
@@ -293,21 +479,31 @@ def price_tables(draw: st.DrawFn) -> dict[str, Any]:
         factor = draw(st.none() | st.floats(min_value=1, max_value=4))
         if factor is not None:
             prices[f"{name}_above_200k_tokens"] = base * factor
+    search = draw(st.none() | st.floats(min_value=0, max_value=0.1))
+    if search is not None:
+        prices["search_context_cost_per_query"] = {"search_context_size_medium": search}
     assume("input_cost_per_token" in prices or "output_cost_per_token" in prices)
     return prices
 
 
 _count = st.integers(min_value=0, max_value=400_000)
-_PARTS = ("fresh", "reads", "writes", "visible", "reasoning")
+_PARTS = ("fresh", "fresh_audio", "reads", "reads_audio", "writes", "visible", "reasoning", "output_audio",
+          "output_image", "searches")  # fmt: skip
 
 
 def _usage(parts: dict[str, int]) -> dict[str, Any]:
+    """A usage made of these parts, each at its place (``reads`` are the text ones, ``reads_audio`` the audio ones)."""
+    reads = parts["reads"] + parts["reads_audio"]
     return {
-        "prompt_tokens": parts["fresh"] + parts["reads"] + parts["writes"],
-        "completion_tokens": parts["visible"] + parts["reasoning"],
-        "prompt_tokens_details": {"cached_tokens": parts["reads"], "cache_write_tokens": parts["writes"]},
-        "completion_tokens_details": {"reasoning_tokens": parts["reasoning"]},
-    }
+        "prompt_tokens": parts["fresh"] + parts["fresh_audio"] + reads + parts["writes"],
+        "completion_tokens": parts["visible"] + parts["reasoning"] + parts["output_audio"] + parts["output_image"],
+        "prompt_tokens_details": {"cached_tokens": reads, "cache_write_tokens": parts["writes"],
+                                  "audio_tokens": parts["fresh_audio"] + parts["reads_audio"],
+                                  "cached_tokens_details": {"audio_tokens": parts["reads_audio"]}},
+        "completion_tokens_details": {"reasoning_tokens": parts["reasoning"], "audio_tokens": parts["output_audio"],
+                                      "image_tokens": parts["output_image"]},
+        "server_tool_use": {"web_search_requests": parts["searches"]},
+    }  # fmt: skip
 
 
 @given(
@@ -325,13 +521,40 @@ def test_cost_is_non_negative_and_grows_with_every_token_count(
     assert bigger is not None and bigger >= cost
 
 
+@given(prices=price_tables(), parts=st.fixed_dictionaries(dict.fromkeys(_PARTS, _count)))
+def test_an_unknown_cached_audio_split_costs_no_less_than_the_known_one(
+    prices: dict[str, Any], parts: dict[str, int]
+) -> None:
+    """Without ``cached_tokens_details`` (OpenAI's Chat Completions), lockgate takes the dearest split the counts
+    allow, at prices where audio's premium over text is no smaller fresh than cached (every provider's)."""
+    usage = _usage(parts)
+    rates = rates_for(prices, usage["prompt_tokens"])
+    assert rates is not None
+    assume(rates.input_audio - rates.input >= rates.cache_read_audio - rates.cache_read)
+    known = cost_of(prices, usage)
+    del usage["prompt_tokens_details"]["cached_tokens_details"]
+    unknown = cost_of(prices, usage)
+    assert known is not None and unknown is not None and unknown >= known * (1 - 1e-12)
+
+
+# The totals property moves audio tokens between the fresh input and the reads as the prompt grows (the audio the
+# fresh input cannot hold is taken as read), so it holds for prices in the providers' order: a cached audio price
+# of its own would have to stay below the audio price at every tier. Leaving it out, cached audio follows the
+# cache-read price (or the audio price), which keeps that order by construction.
+_TOTALS_NAMES = tuple(name for name in _NAMES if name != "cache_read_input_audio_token_cost")
+
+
 @given(
-    prices=price_tables(),
+    prices=price_tables(_TOTALS_NAMES),
     prompt=_count,
     completion=_count,
     reads=_count,
     writes=_count,
     reasoning=_count,
+    audio=_count,
+    reads_audio=_count,
+    output_audio=_count,
+    output_image=_count,
     more_prompt=st.integers(min_value=0, max_value=300_000),
     more_completion=st.integers(min_value=0, max_value=300_000),
 )
@@ -342,6 +565,10 @@ def test_cost_grows_with_the_reported_totals(
     reads: int,
     writes: int,
     reasoning: int,
+    audio: int,
+    reads_audio: int,
+    output_audio: int,
+    output_image: int,
     more_prompt: int,
     more_completion: int,
 ) -> None:
@@ -349,15 +576,40 @@ def test_cost_grows_with_the_reported_totals(
 
     def usage(p: int, c: int) -> dict[str, Any]:
         return {"prompt_tokens": p, "completion_tokens": c,
-                "prompt_tokens_details": {"cached_tokens": reads, "cache_write_tokens": writes},
-                "completion_tokens_details": {"reasoning_tokens": reasoning}}  # fmt: skip
+                "prompt_tokens_details": {"cached_tokens": reads, "cache_write_tokens": writes, "audio_tokens": audio,
+                                          "cached_tokens_details": {"audio_tokens": reads_audio}},
+                "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": output_audio,
+                                              "image_tokens": output_image}}  # fmt: skip
 
     cost = cost_of(prices, usage(prompt, completion))
     assert cost is not None and cost >= 0
     more = cost_of(prices, usage(prompt + more_prompt, completion + more_completion))
-    assert more is not None and more >= cost
+    assert more is not None and more >= cost * (1 - 1e-12)
     bound = estimate(prices, prompt, completion)
     assert bound is not None and bound >= 0
+
+
+@given(
+    prices=price_tables(),
+    text=_count,
+    audio=_count,
+    visible=_count,
+    reasoning=_count,
+    output_audio=_count,
+    output_image=_count,
+)
+def test_estimate_bounds_the_tokens_of_any_answer_within_it(
+    prices: dict[str, Any], text: int, audio: int, visible: int, reasoning: int, output_audio: int, output_image: int
+) -> None:
+    """Whatever the prompt's and the answer's mix of text, audio, reasoning and image, with no cache and no web
+    search, the cost stays within the estimate for the same totals."""
+    prompt, completion = text + audio, visible + reasoning + output_audio + output_image
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+             "prompt_tokens_details": {"audio_tokens": audio},
+             "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": output_audio,
+                                           "image_tokens": output_image}}  # fmt: skip
+    cost, bound = cost_of(prices, usage), estimate(prices, prompt, completion)
+    assert cost is not None and bound is not None and cost <= bound * (1 + 1e-12)
 
 
 def test_one_hour_cache_writes_at_their_own_price() -> None:

@@ -7,7 +7,13 @@ turns; OpenAI clients have nowhere to keep it, so it is remembered by tool-call 
 
 Usage (a gateway convention, as LiteLLM's): ``prompt_tokens`` = ``promptTokenCount`` (+ tool-use prompt
 tokens), ``cached_tokens`` = ``cachedContentTokenCount``, ``completion_tokens`` = candidates + thoughts,
-``reasoning_tokens`` = ``thoughtsTokenCount``.
+``reasoning_tokens`` = ``thoughtsTokenCount``. Gemini's per-modality counts (``[{modality, tokenCount}]``,
+https://ai.google.dev/api/generate-content#UsageMetadata) keep OpenAI's names: ``promptTokensDetails`` (with
+``toolUsePromptTokensDetails``, both inside ``prompt_tokens``) become ``prompt_tokens_details.text_tokens`` /
+``audio_tokens`` / ``image_tokens`` / ``video_tokens``, cached ones included, as OpenAI counts them;
+``cacheTokensDetails`` becomes ``prompt_tokens_details.cached_tokens_details``, as in OpenAI's Realtime usage;
+``candidatesTokensDetails`` becomes ``completion_tokens_details`` (thoughts are not in it). A modality is given only
+when Gemini lists it; ``DOCUMENT`` and unknown modalities are left out (still counted in the totals).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ FINISH_REASONS = {
     "LANGUAGE": "content_filter",
     "IMAGE_SAFETY": "content_filter",
 }
+_MODALITIES = {"TEXT": "text_tokens", "AUDIO": "audio_tokens", "IMAGE": "image_tokens", "VIDEO": "video_tokens"}
 _SIGNATURE_KEY = "gemini-fc:"  # ThinkingMemory key prefix: a tool-call id, not a thought's text (see pipeline)
 
 
@@ -160,17 +167,41 @@ def chat_to_gemini(body: dict[str, Any], memory: ThinkingMemory | None = None) -
     return out
 
 
+def _by_modality(*lists: object) -> dict[str, int]:
+    """Gemini's ``[{modality, tokenCount}]`` lists, summed by modality under OpenAI's names (``text_tokens``, ...).
+    proto3 JSON leaves a zero ``tokenCount`` out; entries that are not well formed are skipped."""
+    counts: dict[str, int] = {}
+    for entries in lists:
+        for entry in entries if isinstance(entries, list) else []:
+            modality = entry.get("modality") if isinstance(entry, dict) else None
+            if not isinstance(modality, str) or modality not in _MODALITIES:
+                continue
+            name, count = _MODALITIES[modality], entry.get("tokenCount", 0)
+            if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+                counts[name] = counts.get(name, 0) + count
+    return counts
+
+
 def gemini_usage_to_chat(usage: dict[str, Any] | None) -> dict[str, Any]:
+    """Gemini's ``usageMetadata`` → OpenAI usage (see the module docstring)."""
     usage = usage or {}
     prompt = int(usage.get("promptTokenCount") or 0) + int(usage.get("toolUsePromptTokenCount") or 0)
     thoughts = int(usage.get("thoughtsTokenCount") or 0)
     completion = int(usage.get("candidatesTokenCount") or 0) + thoughts
+    prompt_details: dict[str, Any] = {"cached_tokens": int(usage.get("cachedContentTokenCount") or 0)}
+    prompt_details.update(_by_modality(usage.get("promptTokensDetails"), usage.get("toolUsePromptTokensDetails")))
+    cached = _by_modality(usage.get("cacheTokensDetails"))
+    if cached:
+        prompt_details["cached_tokens_details"] = cached
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": int(usage.get("cachedContentTokenCount") or 0)},
-        "completion_tokens_details": {"reasoning_tokens": thoughts},
+        "prompt_tokens_details": prompt_details,
+        "completion_tokens_details": {
+            "reasoning_tokens": thoughts,
+            **_by_modality(usage.get("candidatesTokensDetails")),
+        },
     }
 
 
