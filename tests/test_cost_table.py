@@ -380,14 +380,7 @@ CASES = [
     # 1000 x $5 + 2000 output (1500 of it thinking) x $25 = 0.005 + 0.05
     Case("anthropic", "reasoning", ANTHROPIC, _anthropic(1000, 2000, thinking=1500), 0.055),
     # 1000 x $5 + 500 x $25 + 3 searches x $0.01 = 0.005 + 0.0125 + 0.03
-    Case(
-        "anthropic",
-        "web search",
-        ANTHROPIC_SEARCH,
-        _anthropic(1000, 500, searches=3),
-        0.047_5,
-        bug="dialects.anthropic.messages_usage_to_chat drops usage.server_tool_use: the searches are not charged",
-    ),
+    Case("anthropic", "web search", ANTHROPIC_SEARCH, _anthropic(1000, 500, searches=3), 0.047_5),
     # Bedrock Converse. Reasoning has no count of its own: it is inside outputTokens.
     # 1000 x $2 + 500 x $10 = 0.002 + 0.005
     Case("bedrock-converse", "plain", BEDROCK, _converse(1000, 500), 0.007),

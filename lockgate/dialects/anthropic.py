@@ -126,6 +126,9 @@ def messages_usage_to_chat(usage: dict[str, Any]) -> dict[str, Any]:
     details = usage.get("output_tokens_details")
     if isinstance(details, dict) and details.get("thinking_tokens") is not None:
         out["completion_tokens_details"] = {"reasoning_tokens": details["thinking_tokens"]}
+    tools = usage.get("server_tool_use")  # searches the provider ran, billed per search (LiteLLM keeps them here)
+    if isinstance(tools, dict) and tools:
+        out["server_tool_use"] = dict(tools)
     return out
 
 
@@ -136,12 +139,16 @@ def chat_usage_to_messages(usage: dict[str, Any] | None) -> dict[str, Any]:
     read = int(details.get("cached_tokens") or usage.get("cache_read_input_tokens") or 0)
     written = int(details.get("cache_write_tokens") or usage.get("cache_creation_input_tokens") or 0)
     prompt = int(usage.get("prompt_tokens") or 0)
-    return {
+    out: dict[str, Any] = {
         "input_tokens": max(0, prompt - read - written),
         "output_tokens": int(usage.get("completion_tokens") or 0),
         "cache_creation_input_tokens": written,
         "cache_read_input_tokens": read,
     }
+    tools = usage.get("server_tool_use")
+    if isinstance(tools, dict) and tools:
+        out["server_tool_use"] = dict(tools)
+    return out
 
 
 # --- Anthropic request → OpenAI request ----------------------------------------------------------------
