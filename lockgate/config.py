@@ -46,6 +46,7 @@ from lockgate.configkeys import (
     _TOP_IGNORED,
 )
 from lockgate.deployment import Deployment, deployment_id
+from lockgate.pricing import PRICE_FIELDS, PRICE_TABLES
 from lockgate.providers import registry
 from lockgate.providers.base import COMMON_CONFIG_PARAMS
 from lockgate.retention import DEFAULT_INTERVAL, DEFAULT_PROMPT_RETENTION, parse_period
@@ -63,13 +64,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "os.environ/"
-_PRICE_TIER = re.compile(r"^[a-z_]+_above_\d+k_tokens$")  # prices above a prompt size (pricing.py reads them)
-# Prices LiteLLM also takes in litellm_params ("custom pricing"; the Terraform provider sends them there): they
-# join the deployment's model_info, whose own value wins when both give one.
-_PARAM_PRICES = frozenset({
-    "input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost", "cache_creation_input_token_cost",
-    "cache_creation_input_token_cost_above_1hr", "output_cost_per_reasoning_token",
-})  # fmt: skip
+_PRICE_TIER = re.compile(r"^[a-z0-9_]+_above_\d+k?_tokens$")  # prices above a prompt size (pricing.py reads them)
 
 # Every environment variable lockgate reads on its own, with what it does. Nothing else is read implicitly.
 ENVIRONMENT: dict[str, str] = {
@@ -434,11 +429,14 @@ def _deployment(entry: Any, index: int, check: _Checker, path: str | None = None
     api_key = params.get("api_key")
     body_defaults: dict[str, Any] = {}
     options: dict[str, Any] = {}
-    prices: dict[str, Any] = {}
+    prices: dict[str, Any] = {}  # LiteLLM's custom pricing (its docs, the Terraform provider): joins model_info
     for key, value in params.items():
         if key in COMMON_CONFIG_PARAMS:
             continue
-        if key in _PARAM_PRICES or (isinstance(key, str) and _PRICE_TIER.match(key)):
+        if key in PRICE_TABLES:
+            prices[key] = value  # a mapping (search_context_cost_per_query): pricing.py reads what it can
+            continue
+        if key in PRICE_FIELDS or (isinstance(key, str) and _PRICE_TIER.match(key)):
             price = None if value is None else check.number(value, f"{ppath}.{key}")
             if price is not None:
                 prices[key] = price
@@ -457,7 +455,7 @@ def _deployment(entry: Any, index: int, check: _Checker, path: str | None = None
     if "drop_params" in params:
         options["drop_params"] = check.boolean(params["drop_params"], f"{ppath}.drop_params")
     tiers = {k for k in info if isinstance(k, str) and _PRICE_TIER.match(k)}  # input_cost_per_token_above_200k_tokens
-    check.keys(info, at("model_info"), _MODEL_INFO | tiers)
+    check.keys(info, at("model_info"), _MODEL_INFO | PRICE_FIELDS | PRICE_TABLES | tiers)
     mode = info.get("mode", "chat")
     if not isinstance(mode, str) or mode not in _MODES:
         check.error(at("model_info.mode"), f"must be one of {', '.join(sorted(_MODES))}")

@@ -205,6 +205,24 @@ def test_external_file_bad_price_is_refused(tmp_path: Path) -> None:
         load_catalog(extra)
 
 
+def test_external_file_modality_prices_and_price_tables(tmp_path: Path) -> None:
+    """Every price lockgate.pricing reads is kept from a LiteLLM file: audio and image ones, a tier of a name with a
+    digit in it, and search_context_cost_per_query (a mapping, checked as one)."""
+    extra = tmp_path / "prices.json"
+    search = {"search_context_size_low": 0.01, "search_context_size_medium": 0.01, "search_context_size_high": 0.01}
+    entry = {
+        "input_cost_per_token": 3e-7, "input_cost_per_audio_token": 1e-6, "output_cost_per_image_token": 3e-5,
+        "cache_creation_input_token_cost_above_1hr_above_200k_tokens": 2e-6, "search_context_cost_per_query": search,
+        "litellm_provider": "gemini",
+    }  # fmt: skip
+    extra.write_text(json.dumps({"gemini-9-flash": entry}))
+    found = load_catalog(extra).prices_for("gemini", "gemini-9-flash")
+    assert found is not None and dict(found) == {k: v for k, v in entry.items() if k != "litellm_provider"}
+    extra.write_text(json.dumps({"m": {"input_cost_per_token": 1e-6, "search_context_cost_per_query": 0.01}}))
+    with pytest.raises(CatalogError, match="'search_context_cost_per_query' is not an object"):
+        load_catalog(extra)
+
+
 def test_external_file_unreadable_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="cannot read"):
         load_catalog(tmp_path / "missing.json")

@@ -562,6 +562,18 @@ def test_prices_in_litellm_params_join_model_info(tmp_path: Path) -> None:
         "input_cost_per_token_above_200k_tokens": 6e-7,
     }
     assert not [w for w in settings.warnings if "cost" in w.path]
+    audio = load_text(
+        tmp_path,
+        """
+        model_list:
+          - model_name: a
+            litellm_params: {model: gemini/gemini-9-flash, api_key: k}
+            model_info: {input_cost_per_audio_token: 1.0e-6, output_cost_per_image_token: 3.0e-5,
+                         cache_creation_input_token_cost_above_1hr_above_200k_tokens: 2.0e-6,
+                         search_context_cost_per_query: {search_context_size_medium: 0.01}}
+        """,
+    )
+    assert not audio.warnings  # every price pricing.py reads is a known model_info key
     error = error_of(
         tmp_path, "model_list:\n  - model_name: m\n    litellm_params: {model: openai/x, input_cost_per_token: cheap}\n"
     )

@@ -51,18 +51,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from lockgate.pricing import PRICE_FIELDS, PRICE_TABLES
+
 __all__ = ["Catalog", "CatalogError", "is_price", "load_catalog"]
 
-_BASE_PRICES = frozenset(
-    {
-        "input_cost_per_token",
-        "output_cost_per_token",
-        "cache_read_input_token_cost",
-        "cache_creation_input_token_cost",
-        "cache_creation_input_token_cost_above_1hr",
-        "output_cost_per_reasoning_token",
-    }
-)
+_BASE_PRICES = PRICE_FIELDS  # what lockgate.pricing charges by; tiers are derived from each by suffix
 _TIER = re.compile(r"(?P<base>[a-z0-9_]+?)_above_[0-9]+k?_tokens")
 _LIMITS = frozenset({"max_input_tokens", "max_output_tokens"})
 _TEXT = frozenset({"source", "checked"})
@@ -108,7 +101,9 @@ def _shipped_entry(where: str, model: str, entry: object) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise CatalogError(f"{where}: model {model!r}: entry is not an object")
     for name, value in entry.items():
-        if is_price(name) or name in _LIMITS:
+        if name in PRICE_TABLES:
+            _table(where, model, name, value)
+        elif is_price(name) or name in _LIMITS:
             if not _number(value):
                 raise CatalogError(f"{where}: model {model!r}: field {name!r} is not a finite number >= 0: {value!r}")
         elif name in _TEXT:
@@ -126,11 +121,21 @@ def _shipped_entry(where: str, model: str, entry: object) -> dict[str, Any]:
     return dict(entry)
 
 
+def _table(where: str, model: str, name: str, value: object) -> dict[str, Any]:
+    """A price that is a mapping of names to numbers (``search_context_cost_per_query``), checked."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and _number(v) for k, v in value.items()):
+        raise CatalogError(f"{where}: model {model!r}: field {name!r} is not an object of finite numbers >= 0")
+    return dict(value)
+
+
 def _external_entry(where: str, model: str, entry: object) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise CatalogError(f"{where}: model {model!r}: entry is not an object")
     kept: dict[str, Any] = {}
     for name, value in entry.items():
+        if isinstance(name, str) and name in PRICE_TABLES and value is not None:
+            kept[name] = _table(where, model, name, value)
+            continue
         if not isinstance(name, str) or not (is_price(name) or name in _LIMITS):
             continue  # a LiteLLM field lockgate does not use
         if value is None:
