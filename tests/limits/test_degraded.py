@@ -251,8 +251,12 @@ def test_connections_a_restarted_redis_closed_are_replaced_not_taken_for_an_outa
         return list(await asyncio.gather(*tasks))
 
     async def main() -> None:
-        limiters = [RedisLimiter.from_url(redis_server.url, fallback_share=3, timeout=TIMEOUT) for _ in range(3)]
+        # a stale connection fails at once, whatever the timeout: a long one keeps a busy machine's slow reconnect
+        # (and its script reload) from passing for an outage
+        limiters = [RedisLimiter.from_url(redis_server.url, fallback_share=3, timeout=1.0) for _ in range(3)]
         try:
+            for n, limiter in enumerate(limiters):  # connected and scripts loaded, one at a time
+                assert (await limiter.admit(ask(old, rid=f"w{n}"))).allowed
             warm = await burst(limiters, old, 300)  # leaves connections in each pool
             assert all(a.allowed and not a.degraded for a in warm)
             await asyncio.sleep(0.8)  # the leases given back
