@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 from lockgate.auth import Principal
 from lockgate.errors import PayloadTooLarge, RequestTimeout
+from lockgate.pricing import ANY_KIND, Kinds
 
 if TYPE_CHECKING:
     from lockgate.governance import Admitted
@@ -46,7 +47,7 @@ class Request:
     """One client request: raw ASGI parts plus what the gateway works out about it."""
 
     __slots__ = (
-        "admitted", "capture", "charged", "headers", "method", "path", "principal", "receive", "request_id",
+        "admitted", "capture", "charged", "headers", "kinds", "method", "path", "principal", "receive", "request_id",
         "response_headers", "scope", "send", "started",
     )  # fmt: skip
 
@@ -67,6 +68,8 @@ class Request:
         """What the request was admitted under (governance.py), once it was."""
         self.charged = False
         """Its spend went to the ledger with its row (Gateway.emit): settling must not add it again."""
+        self.kinds: Kinds = ANY_KIND
+        """What its body may be billed for beside text (audio, images): what an estimated cost counts."""
 
     def cancel_on_disconnect(self) -> bool:
         """Have this task cancelled if the client disconnects before the response is complete (served by

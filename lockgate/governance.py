@@ -332,7 +332,8 @@ class Governor:
         if not limits:
             return Admitted(None, limits, entities, prices, (body, raw_size)) if entities else None
         prompt, output = self.estimate(raw_size, body, deployment)
-        cost = pricing.estimate(prices, prompt, output) or 0.0  # unknown prices: the budget's spend so far counts
+        # unknown prices: the budget's spend so far counts
+        cost = pricing.estimate(prices, prompt, output, pricing.kinds_of(body)) or 0.0
         counted = limits if self._share == 1 else tuple(_shared(limit, self._share) for limit in limits)
         ask = Ask(request_id, counted, prompt + output, cost)
         admission = await self.limiter.admit(ask)
@@ -414,7 +415,8 @@ class Governor:
                 prompt = admitted.prompt if isinstance(admitted.prompt, int) else prompt_tokens(*admitted.prompt)
             tokens = prompt + max(0, completion)
             if cost is None:
-                cost = pricing.estimate(admitted.prices, prompt, max(0, completion))
+                kinds = pricing.kinds_of(admitted.prompt[0]) if isinstance(admitted.prompt, tuple) else pricing.ANY_KIND
+                cost = pricing.estimate(admitted.prices, prompt, max(0, completion), kinds)
         else:  # nothing came back: nothing was produced
             tokens, cost = 0, 0.0
         cost = cost or 0.0

@@ -348,7 +348,7 @@ async def run(
     plan = gw.router.start(model, controls.num_retries, health=gw.health, budget=gw.retry_budget, stream=ex.stream,
                            prompt_tokens=len(raw) // 4)  # fmt: skip
     gw.retry_budget.request()
-    record.modality = _modality(body)
+    record.modality, req.kinds = _modality(body), pricing.kinds_of(body)
     try:
         admitted = req.admitted = await _admit(gw, req, end_user_record, model, plan, len(raw), body)
     except GatewayError as refused:  # a limit or budget: seen by the request log and metrics, not the ledger
@@ -379,7 +379,7 @@ def _client_left(gw: Gateway, req: Request, record: RequestRecord, target: Targe
     if record.usage is None:
         prompt = prompt_tokens(body, size)
         record.usage = {"prompt_tokens": prompt, "completion_tokens": 0, "total_tokens": prompt, "estimated": True}
-        _cost(gw, record, target)
+        _cost(gw, record, target, pricing.kinds_of(body))
     gw.emit(record, req)
 
 
@@ -684,7 +684,7 @@ async def _relay_body(
         payload = orjson.dumps(ant.chat_response_to_message(data, model))
     if isinstance(usage, dict):
         record.usage = ant.messages_usage_to_chat(usage) if "input_tokens" in usage else usage
-    cost = _cost(gw, record, target)
+    cost = _cost(gw, record, target, req.kinds)
     if cost is not None:
         value = f"{cost:.10g}".encode()
         headers = [*headers, (b"x-lockgate-response-cost", value), (b"x-litellm-response-cost", value)]
@@ -692,8 +692,9 @@ async def _relay_body(
     gw.emit(record, req)
 
 
-def _cost(gw: Gateway, record: RequestRecord, target: Target) -> float | None:
-    """The request's cost at its deployment's prices (None: no prices, or no usage), kept on the record. A
+def _cost(gw: Gateway, record: RequestRecord, target: Target, kinds: pricing.Kinds) -> float | None:
+    """The request's cost at its deployment's prices (None: no prices, or no usage), kept on the record; an
+    estimated usage (a stream cut short) at the prices of the ``kinds`` of tokens its request may be billed for. A
     deployment without prices is said once per process: its requests count $0 against every budget."""
     usage = record.usage
     if not usage:
@@ -701,7 +702,7 @@ def _cost(gw: Gateway, record: RequestRecord, target: Target) -> float | None:
     if usage.get("estimated"):
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         cost = pricing.estimate(target.prices, prompt if isinstance(prompt, int) else 0,
-                                completion if isinstance(completion, int) else 0)  # fmt: skip
+                                completion if isinstance(completion, int) else 0, kinds)  # fmt: skip
     else:
         cost = pricing.cost_of(target.prices, usage)
     record.cost = cost
@@ -784,7 +785,7 @@ async def _relay_stream(
         usage["completion_tokens"] = max(int(usage.get("completion_tokens") or 0), events)
         usage["estimated"] = True
         record.usage = usage
-    cost = _cost(gw, record, target)
+    cost = _cost(gw, record, target, req.kinds)
     if cost is not None and not disconnected:  # headers went out first: the cost ends the stream, as a comment
         tail += b": x-lockgate-response-cost " + f"{cost:.10g}".encode() + b"\n\n"
     await send({"type": "http.response.body", "body": tail, "more_body": False})

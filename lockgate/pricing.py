@@ -110,7 +110,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PRICE_FIELDS", "PRICE_TABLES", "Rates", "cost_of", "estimate", "rates_for"]
+__all__ = [
+    "ANY_KIND", "PRICE_FIELDS", "PRICE_TABLES", "Kinds", "Rates", "cost_of", "estimate", "kinds_of", "rates_for",
+]  # fmt: skip
 
 _INPUT = "input_cost_per_token"
 _OUTPUT = "output_cost_per_token"
@@ -336,17 +338,59 @@ def cost_of(prices: Mapping[str, Any], usage: Mapping[str, Any] | None) -> float
     return None if rates is None else _cost(rates, tokens)
 
 
-def estimate(prices: Mapping[str, Any], prompt_tokens: int, max_output_tokens: int) -> float | None:
-    """An upper bound, before the request is sent, on the cost of its tokens: ``prompt_tokens`` of fresh input
-    (no cache assumed) at the dearer of the text and audio input prices, and ``max_output_tokens`` at the dearest
-    of the output, reasoning, audio and image output prices (which kinds the prompt holds and the answer will
-    hold is not known here); web searches are not counted (how many is not known before the answer). None when
-    the prices are unknown or a count is not a non-negative int."""
+@dataclass(frozen=True, slots=True)
+class Kinds:
+    """The dearer kinds of tokens beside text a request may be billed for, as far as its body tells
+    (:func:`kinds_of`); :data:`ANY_KIND` when nothing is known."""
+
+    audio_in: bool = True
+    audio_out: bool = True
+    image_out: bool = True
+
+
+ANY_KIND = Kinds()
+
+
+def kinds_of(body: Mapping[str, Any]) -> Kinds:
+    """What a request body (OpenAI's or Anthropic's shape) may be billed for beside text: audio input when a message
+    holds an ``input_audio`` part (OpenAI's; Gemini's audio arrives that way too, Anthropic takes none), audio output
+    when it asks for it (``modalities`` with ``audio``, or ``audio``: OpenAI answers no audio otherwise), image output
+    always (an image model may answer with images unasked)."""
+    modalities = body.get("modalities")
+    audio_out = body.get("audio") is not None or (isinstance(modalities, list) and "audio" in modalities)
+    audio_in = False
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            content = message.get("content") if isinstance(message, Mapping) else None
+            if isinstance(content, list) and any(
+                isinstance(part, Mapping) and part.get("type") == "input_audio" for part in content
+            ):
+                audio_in = True
+                break
+    return Kinds(audio_in=audio_in, audio_out=audio_out, image_out=True)
+
+
+def estimate(
+    prices: Mapping[str, Any], prompt_tokens: int, max_output_tokens: int, kinds: Kinds = ANY_KIND
+) -> float | None:
+    """An upper bound, before the request is sent (or when its usage never came), on the cost of its tokens:
+    ``prompt_tokens`` of fresh input (no cache assumed) at the text input price, or the audio one if dearer and the
+    request may hold audio, and ``max_output_tokens`` at the dearest of the output and reasoning prices and of the
+    audio and image output prices the request may be billed for (``kinds``: by default all of them); web searches
+    are not counted (how many is not known before the answer). None when the prices are unknown or a count is not
+    a non-negative int."""
     prompt, output = _count(prompt_tokens), _count(max_output_tokens)
     if prompt is None or output is None:
         return None
     rates = rates_for(prices, prompt)
     if rates is None:
         return None
-    dearest_output = max(rates.output, rates.reasoning, rates.output_audio, rates.output_image)
-    return prompt * max(rates.input, rates.input_audio) + output * dearest_output
+    input_rate = max(rates.input, rates.input_audio) if kinds.audio_in else rates.input
+    dearest_output = max(
+        rates.output,
+        rates.reasoning,
+        rates.output_audio if kinds.audio_out else 0.0,
+        rates.output_image if kinds.image_out else 0.0,
+    )
+    return prompt * input_rate + output * dearest_output

@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 
 from lockgate.dialects.anthropic import messages_usage_to_chat
 from lockgate.dialects.gemini import gemini_usage_to_chat
-from lockgate.pricing import PRICE_FIELDS, PRICE_TABLES, Rates, cost_of, estimate, rates_for
+from lockgate.pricing import (
+    ANY_KIND,
+    PRICE_FIELDS,
+    PRICE_TABLES,
+    Kinds,
+    Rates,
+    cost_of,
+    estimate,
+    kinds_of,
+    rates_for,
+)
 
 # Claude Sonnet 4 (per token): $3 / $15 per MTok, cache reads 0.1x input, 5-minute writes 1.25x input; above 200K
 # input tokens (1M-context beta) $6 / $22.50, with the cache prices doubled too.
@@ -441,6 +451,28 @@ def test_estimate() -> None:
     assert estimate(SONNET, 0, 0) == 0.0
     for prompt, output in ((-1, 10), (10, -1), ("10", 10), (10, None), (True, 10)):
         assert estimate(SONNET, prompt, output) is None  # type: ignore[arg-type]
+
+
+def test_estimate_counts_only_the_dearer_kinds_a_request_may_be_billed_for() -> None:
+    """A text request to a model with audio prices is estimated at text prices (a stream cut short is charged at
+    that estimate; budgets reserve it); one carrying audio, or asking for an audio answer, at the audio ones."""
+    audio_model = {"input_cost_per_token": 3e-07, "output_cost_per_token": 2.5e-06,
+                   "input_cost_per_audio_token": 1e-06, "output_cost_per_audio_token": 2e-05}  # fmt: skip
+    text = kinds_of({"messages": [{"role": "user", "content": "hi"}]})
+    assert text == Kinds(audio_in=False, audio_out=False, image_out=True)
+    assert estimate(audio_model, 1000, 100, text) == pytest.approx(1000 * 3e-07 + 100 * 2.5e-06, rel=1e-12)
+    spoken = kinds_of({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is said?"},
+        {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}},
+    ]}]})  # fmt: skip
+    assert spoken == Kinds(audio_in=True, audio_out=False, image_out=True)
+    assert estimate(audio_model, 1000, 100, spoken) == pytest.approx(1000 * 1e-06 + 100 * 2.5e-06, rel=1e-12)
+    answered_aloud = kinds_of({"messages": [], "modalities": ["text", "audio"], "audio": {"voice": "alloy"}})
+    assert answered_aloud.audio_out and not answered_aloud.audio_in
+    assert estimate(audio_model, 1000, 100, answered_aloud) == pytest.approx(1000 * 3e-07 + 100 * 2e-05, rel=1e-12)
+    assert estimate(audio_model, 1000, 100) == estimate(audio_model, 1000, 100, ANY_KIND)  # unknown: the dearest
+    assert estimate(audio_model, 1000, 100) == pytest.approx(1000 * 1e-06 + 100 * 2e-05, rel=1e-12)
+    assert kinds_of({"messages": "not a list", "modalities": "audio"}) == Kinds(False, False, True)
 
 
 def test_estimate_bounds_the_cost_of_any_answer_within_it() -> None:
