@@ -10,6 +10,15 @@ Each route declares who may call it (``public``, ``key``, ``member``, ``viewer``
 without a declaration cannot be added. Handlers of ``member`` routes scope what they show or change to the
 caller's own keys and teams. Lifespan start-up opens the pooled upstream client; shutdown closes it after the server
 has drained in-flight requests.
+
+Start-up opens the database (and migrates it). One that cannot be reached (refused, timed out) does not stop it:
+the gateway warns once and serves what needs no database (the master key, the config file's models; spend rows
+wait in the ledger's spool) while a :class:`~lockgate.storage.handle.StoreHandle` answers every store call with
+:class:`~lockgate.storage.base.Unreachable` (503 ``store_unavailable`` in the route's dialect, virtual keys
+included), and keeps trying in the background (0.5 s doubling to 8 s, jittered); once it opens, start-up's
+database work follows (models added through the API, retention, the spend writer, the spool's backlog) and
+``/health/readiness`` says ``"db": "connected"``. A database that refuses (a bad URL, user or password) or is
+newer than this code still stops start-up.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from lockgate.errors import (
     InternalError,
     MethodNotAllowed,
     NotFound,
+    StoreUnavailable,
     describe,
 )
 from lockgate.governance import GatewayBudgets, Governor
@@ -54,7 +64,8 @@ from lockgate.retention import Retention
 from lockgate.routing.health import Health, HealthPolicy
 from lockgate.routing.plan import RetryBudget
 from lockgate.routing.router import Router
-from lockgate.storage.base import Store, open_store
+from lockgate.storage.base import Store, Unreachable, open_store
+from lockgate.storage.handle import StoreHandle
 from lockgate.upstream import HttpClient
 
 __all__ = ["Gateway", "Route"]
@@ -63,6 +74,7 @@ log = logging.getLogger("lockgate")
 
 MAX_HEADERS = 100
 LIMITS_REDIS_TIMEOUT = 0.25  # seconds a limit check waits for Redis before this instance counts alone for a second
+NO_DATABASE = "The gateway's database is unreachable and this request needs it. Retry shortly."
 
 Handler = Callable[["Gateway", Request], Awaitable[None]]
 
@@ -88,6 +100,7 @@ def _routes() -> dict[str, Route]:
     add(("/v1/messages/count_tokens",), Route({"POST": anthropic.count_tokens}, "key", "anthropic", kind="llm"))
     add(("/v1/models", "/models"), Route({"GET": openai.list_models}, "key", kind="llm"))
     add(("/v1/model/info", "/model/info"), Route({"GET": openai.model_info}, "key", kind="info"))
+    add(("/v2/model/info",), Route({"GET": openai.model_info_v2}, "key", kind="info"))
     add(("/model/new",), Route({"POST": models.model_new}, "admin"))
     add(("/model/update",), Route({"POST": models.model_update}, "admin"))
     add(("/model/delete",), Route({"POST": models.model_delete}, "admin"))
@@ -100,7 +113,6 @@ def _routes() -> dict[str, Route]:
         ("/user/new", "POST", directory.user_new, "admin"), ("/user/info", "GET", directory.user_info, "member"),
         ("/user/update", "POST", directory.user_update, "admin"),
         ("/user/list", "GET", directory.user_list, "viewer"),
-    add(("/v2/model/info",), Route({"GET": openai.model_info_v2}, "key", kind="info"))
         ("/user/delete", "POST", directory.user_delete, "admin"), ("/team/new", "POST", directory.team_new, "admin"),
         ("/team/info", "GET", directory.team_info, "member"),
         ("/team/update", "POST", directory.team_update, "admin"),
@@ -163,6 +175,7 @@ class Gateway:
         self.routes = _routes()
         self._bedrock = Route({"POST": bedrock.passthrough}, "key", "bedrock", kind="llm")
         self._regenerate = Route({"POST": keys.regenerate}, "member")
+        self._model_update = Route({"PATCH": models.model_update, "POST": models.model_update}, "admin")
         self.body_limit = int(settings.max_request_size_mb * 1024 * 1024)
         self.metrics: Metrics | None = None
         if settings.metrics == "off":
@@ -175,7 +188,6 @@ class Gateway:
                 access: Permission = "public" if settings.metrics == "public" else "key"
                 self.routes["/metrics"] = Route({"GET": metrics.metrics}, access, kind="info")
         self.in_flight = 0
-        self._model_update = Route({"PATCH": models.model_update, "POST": models.model_update}, "admin")
         """HTTP requests being served now (lockgate_in_flight_requests)."""
         self.callbacks: Dispatcher | None = None
         """The configured callbacks (otel, langfuse, webhooks, plug-ins), started with the server."""
@@ -186,7 +198,10 @@ class Gateway:
         self.thinking = ThinkingMemory()
         self.invalidation: KeyInvalidation | None = None
         self._http: HttpClient | None = None
-        self._store: Store | None = None
+        self._store: StoreHandle | None = None
+        self._opening: asyncio.Task[None] | None = None  # opens the database, when start-up could not
+        self.database_connected = False
+        """The database is open and start-up's work with it done (``/health/readiness``'s ``db``)."""
         self._groups: dict[str, frozenset[str]] = {}
         self._governor: Governor | None = None
         self._ledger: SpendLedger | None = None
@@ -221,6 +236,7 @@ class Gateway:
 
     @property
     def store(self) -> Store:
+        """The database: until it is open, every call raises :class:`~lockgate.storage.base.Unreachable`."""
         if self._store is None:
             raise RuntimeError("the gateway is not started (ASGI lifespan start-up has not run)")
         return self._store
@@ -228,23 +244,19 @@ class Gateway:
     async def startup(self) -> None:
         if self._http is None:
             self._http = HttpClient(pool_size=self.settings.upstream_pool_size)
+        opened = False
         if self._store is None:
-            url = self.settings.database_url.reveal() if self.settings.database_url else None
-            self._store = await open_store(url, sqlite_path=Path(self.settings.sqlite_path))
+            self._store = StoreHandle()
             self.auth.attach(self._store)
-            await self.reload_models()
+            opened = await self._open_store()
         if self._ledger is None and not self.settings.disable_spend_logs:
             spool = Path(self.settings.sqlite_path).parent / "lockgate-spool"
-            self._ledger = SpendLedger(self.store, spool)
+            self._ledger = SpendLedger(self.store, spool)  # rows wait in the spool until the database takes them
             await self._ledger.start()
         if self._retention is None:
-            self._retention = Retention.from_settings(self.store, self.settings)
-            self._retention.start()
+            self._retention = Retention.from_settings(self.store, self.settings)  # started with the database
         if self.health_checks is not None:
             self.health_checks.start()
-        if self._models_task is None:  # instances without Redis converge within this period
-            reload = self.db_models.keep_fresh(self.reload_models, self.settings.key_cache_ttl)
-            self._models_task = asyncio.get_running_loop().create_task(reload)
         if self.settings.redis_url is not None and not self.thinking.shared:
             import redis.asyncio
 
@@ -266,8 +278,59 @@ class Gateway:
             self._governor = Governor(
                 self._limiter(), self.store, default_output=default_output, share=share, budgets=self._budgets()
             )
-            self._governor.writer.start()
         self._start_callbacks()
+        if opened:
+            await self._with_database()
+
+    async def _open_store(self) -> bool:
+        """Open the database: True. One that cannot be reached is said once and opened in the background
+        (False); any other failure (a bad URL, user or password, a newer schema) stops start-up."""
+        assert self._store is not None
+        try:
+            await self._store.open(self._open_database)
+        except Unreachable as exc:
+            log.warning("database: unreachable at start (%s). Serving without it: the master key and the config "
+                        "file's models work, virtual keys and the management API answer 503 store_unavailable, "
+                        "spend rows wait in the spool. Trying again in the background.", describe(exc))  # fmt: skip
+            self._opening = asyncio.get_running_loop().create_task(self._open_later())
+            return False
+        return True
+
+    async def _open_database(self) -> Store:
+        url = self.settings.database_url.reveal() if self.settings.database_url else None
+        return await open_store(url, sqlite_path=Path(self.settings.sqlite_path))
+
+    async def _open_later(self) -> None:
+        """Try until the database opens, then do what start-up does with it, and write the spool's backlog."""
+        assert self._store is not None
+        began = time.monotonic()
+        attempts = await self._store.keep_opening(self._open_database)
+        try:
+            await self._with_database()
+        except Exception as exc:  # keep_fresh loads them again within key_cache_ttl
+            log.warning("database: the models added through the API did not load (%s); retrying", describe(exc))
+        log.info("database: connected after %.1f s (%d more attempt(s)); virtual keys, the management API and the "
+                 "models added through the API are served", time.monotonic() - began, attempts)  # fmt: skip
+        if self._ledger is not None:
+            try:
+                await self._ledger.flush()  # now, not at the ledger's next retry
+            except Exception as exc:  # its own task writes them later
+                log.warning("spend ledger: the spool's backlog was not written yet (%s)", describe(exc))
+
+    async def _with_database(self) -> None:
+        """Start-up's work that needs the database open: retention, the spend writer, the models added through
+        the API (loaded now and kept fresh)."""
+        if self._retention is not None:
+            self._retention.start()
+        if self._governor is not None:
+            self._governor.writer.start()
+        if self._models_task is None:  # instances without Redis converge within this period
+            reload = self.db_models.keep_fresh(self.reload_models, self.settings.key_cache_ttl)
+            self._models_task = asyncio.get_running_loop().create_task(reload)
+        try:
+            await self.reload_models()
+        finally:
+            self.database_connected = True
 
     def _start_callbacks(self) -> None:
         """Callbacks and alerts (lockgate.callbacks), once the governor whose budgets the alerts watch exists."""
@@ -311,6 +374,10 @@ class Gateway:
         if self.health_checks is not None:
             await self.health_checks.close()
         self.draining = True
+        if self._opening is not None:
+            self._opening.cancel()
+            await asyncio.wait({self._opening}, timeout=5.0)  # an open under way: its pool closes, bounded
+            self._opening = None
         if self._models_task is not None:
             self._models_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -458,6 +525,8 @@ class Gateway:
             route = self._bedrock
         elif route is None and req.path.startswith("/key/") and req.path.endswith("/regenerate"):
             route = self._regenerate  # /key/{key}/regenerate: the key named in the path
+        elif route is None and models.path_model_id(req.path) is not None:
+            route = self._model_update  # /model/{id}/update
         self.in_flight += 1
         try:
             if len(scope["headers"]) > MAX_HEADERS:
@@ -477,6 +546,8 @@ class Gateway:
             await handler(self, req)
         except GatewayError as error:
             await self._send_error(req, route, error)
+        except Unreachable:  # the database is not open yet: what needs it waits for it
+            await self._send_error(req, route, StoreUnavailable(NO_DATABASE))
         except Exception as exc:
             log.error("unhandled error on %s (request %s): %s", req.path[:200], req.request_id, describe(exc))
             await self._send_error(req, route, InternalError(f"Internal error (request id {req.request_id})."))
@@ -496,5 +567,3 @@ class Gateway:
             await req.respond(status, body, headers=headers)
         except RuntimeError:  # the response had already started; nothing more can be said
             log.warning("error after the response started on request %s: %s", req.request_id, error.message)
-        elif route is None and models.path_model_id(req.path) is not None:
-            route = self._model_update  # /model/{id}/update

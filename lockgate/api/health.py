@@ -1,5 +1,9 @@
 """Health endpoints: liveness and readiness for orchestrators (public), ``/health`` for admins.
 
+``/health/readiness`` is 200 unless the gateway is draining (503), also while its database is not open yet: it
+serves what needs no database then. Its ``db`` says ``connected`` once the database is open (start-up keeps
+trying in the background when it could not be reached), ``Not connected`` before.
+
 ``/health`` (``?model=`` for one model group) sends each deployment a minimal request and reports healthy and
 unhealthy deployments by model name and id, with a scrubbed reason, and how the router sees each one now
 (``state``: healthy, degraded or cooldown, with why); never a key or an upstream URL. With
@@ -44,7 +48,8 @@ async def liveliness(gw: Gateway, req: Request) -> None:
 
 async def readiness(gw: Gateway, req: Request) -> None:
     status = "draining" if gw.draining else "healthy"
-    body = {"status": status, "db": "Not connected", "cache": None, "lockgate_version": __version__}
+    db = "connected" if gw.database_connected else "Not connected"  # LiteLLM's words
+    body = {"status": status, "db": db, "cache": None, "lockgate_version": __version__}
     await req.respond(503 if gw.draining else 200, orjson.dumps(body))
 
 

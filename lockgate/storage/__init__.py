@@ -6,9 +6,11 @@ API; spend per budget window and per record; the spend ledger, one row per reque
     migrations.py  the schema as append-only numbered migrations; upgrade()
     sqlite.py      the default backend: one file, zero setup
     postgres.py    PostgreSQL through an asyncpg pool
+    handle.py      StoreHandle: a store the gateway starts with before its database can be opened
 
 ``open_store(url, sqlite_path=...)`` picks the backend from the URL and upgrades the schema on open (it only
-ever adds); a database newer than this code raises :class:`SchemaTooNew` and is left untouched.
+ever adds); a database newer than this code raises :class:`SchemaTooNew` and is left untouched, one that cannot
+be reached now :class:`Unreachable`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from lockgate.storage.base import (
     Store,
     TeamMember,
     TeamRecord,
+    Unreachable,
     UserRecord,
     open_store,
 )
@@ -73,6 +76,7 @@ __all__ = [
     "Store",
     "TeamMember",
     "TeamRecord",
+    "Unreachable",
     "UserRecord",
     "open_store",
 ]

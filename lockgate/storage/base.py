@@ -14,7 +14,10 @@ Error tree::
     │                       taken, or an organization that still has teams was to be deleted; ``.field`` names it
     ├── NotFoundError       a reference names nothing: a team's organization_id, add_member's team_id or
     │                       user_id; ``.field`` names it
-    └── SchemaTooNew        the database was upgraded by a newer lockgate; nothing was touched
+    ├── SchemaTooNew        the database was upgraded by a newer lockgate; nothing was touched
+    └── Unreachable         the database cannot be reached now (refused, timed out, not accepting connections
+                            yet; or, through a :class:`~lockgate.storage.handle.StoreHandle`, not opened yet):
+                            trying again later may succeed
 
 Backends (``sqlite.py``, ``postgres.py``) prove themselves by passing ``tests/storage/test_store_contract.py``.
 Values that are not of the declared types are refused with ``ValueError`` before any SQL runs.
@@ -63,6 +66,7 @@ __all__ = [
     "Store",
     "TeamMember",
     "TeamRecord",
+    "Unreachable",
     "UserRecord",
     "apply_changes",
     "check_id",
@@ -107,6 +111,11 @@ class NotFoundError(StorageError):
 
 class SchemaTooNew(StorageError):
     """The database's schema version is newer than this code knows; the database was left untouched."""
+
+
+class Unreachable(StorageError):
+    """The database cannot be reached now (the connection was refused or timed out, the server is not accepting
+    connections yet) or has not been opened yet: unlike the other errors, trying again later may succeed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -994,7 +1003,8 @@ async def open_store(url: str | None, *, sqlite_path: Path) -> Store:
     """The store at ``url``, its schema brought up to date: None → SQLite at ``sqlite_path``; ``sqlite:///path``
     → SQLite there (SQLAlchemy's convention: three slashes then a relative path, four for an absolute one);
     ``postgres://`` or ``postgresql://`` → PostgreSQL. Anything else is a ``ValueError`` that does not repeat
-    the URL (it may hold a password)."""
+    the URL (it may hold a password). A database that cannot be reached raises :class:`Unreachable`; one that
+    refuses (a bad user or password, no such database) or is too new, another :class:`StorageError`."""
     # The backends import this module, so they are imported here, when a store is opened; asyncpg is then
     # loaded only when PostgreSQL is configured.
     if url is None or url.startswith("sqlite:///"):

@@ -2,6 +2,9 @@
 
 Values travel as ``$n`` parameters only; JSON as JSONB (sent and read as text), timestamps as TIMESTAMPTZ.
 Migrations run under a transaction-scoped advisory lock, so workers starting together upgrade once.
+``open`` tells a database that cannot be reached now (refused, timed out, not resolved, starting up, out of
+connections, the connection lost during the migrations: :class:`~lockgate.storage.base.Unreachable`) from one
+that refuses (a bad user, password or database name, a TLS problem: :class:`~lockgate.storage.base.StorageError`).
 Connection settings (``search_path``, ...) may ride in the URL's query string: asyncpg passes unknown
 query parameters to the server as settings.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ssl
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -33,6 +37,7 @@ from lockgate.storage.base import (
     StorageError,
     TeamMember,
     TeamRecord,
+    Unreachable,
     UserRecord,
     apply_changes,
     charges_of,
@@ -417,6 +422,23 @@ def _directory_error(exc: Exception, unique: str, id_field: str) -> StorageError
     return Conflict(unique if unique in constraint else id_field)
 
 
+def _transient(exc: Exception) -> bool:
+    """Whether opening the database failed for a reason that may pass: the network or the server's state (not a
+    refusal such as a bad password or database name, and not TLS, whose failures are configuration)."""
+    if isinstance(exc, ssl.SSLError | asyncpg.ProtocolViolationError):
+        return False
+    return isinstance(
+        exc, OSError | asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError | asyncpg.TooManyConnectionsError
+    )
+
+
+async def _close(pool: Any) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), _CLOSE_TIMEOUT)
+    except TimeoutError:  # a connection waits on a database that does not answer (asyncpg would wait forever)
+        pool.terminate()
+
+
 def _conflict(exc: Exception) -> Conflict:
     return Conflict("key_alias" if "key_alias" in (getattr(exc, "constraint_name", None) or "") else "token_hash")
 
@@ -457,20 +479,20 @@ class PostgresStore:
         try:
             pool = await asyncpg.create_pool(url, min_size=_POOL_MIN, max_size=_POOL_MAX, timeout=_CONNECT_TIMEOUT)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StorageError(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from None
+            error = Unreachable if _transient(exc) else StorageError
+            raise error(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from None
         try:
             async with pool.acquire() as conn:
                 await upgrade(_MigrationConnection(conn))
-        except BaseException:
-            await pool.close()
+        except BaseException as exc:
+            await _close(pool)
+            if isinstance(exc, Exception) and _transient(exc):
+                raise Unreachable(f"lost PostgreSQL during the migrations: {type(exc).__name__}: {exc}") from None
             raise
         return cls(pool)
 
     async def close(self) -> None:
-        try:
-            await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT)
-        except TimeoutError:  # a connection waits on a database that does not answer (asyncpg would wait forever)
-            self._pool.terminate()
+        await _close(self._pool)
 
     async def insert_key(self, key: KeyRecord) -> None:
         check_record(key)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import lockgate.storage
-from lockgate.storage import StorageError, open_store
+from lockgate.storage import StorageError, Unreachable, open_store
 from lockgate.storage.migrations import LATEST_VERSION, MIGRATIONS
 from lockgate.storage.postgres import PostgresStore
 from lockgate.storage.sqlite import SqliteStore
@@ -65,8 +65,30 @@ def test_postgres_schemes_open_postgres(scheme: str, backend_postgres: PostgresB
 
 
 def test_unreachable_postgres_is_a_storage_error_without_the_password() -> None:
-    with pytest.raises(StorageError, match="cannot connect to PostgreSQL") as info:
+    with pytest.raises(Unreachable, match="cannot connect to PostgreSQL") as info:  # a StorageError that may pass
         asyncio.run(open_store("postgresql://u:hunter2-secret@127.0.0.1:1/db", sqlite_path=Path("/unused.db")))
+    assert "hunter2" not in str(info.value) and isinstance(info.value, StorageError)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("postgresql://lockgate_no_such_role:hunter2-secret@127.0.0.1:5432/test", 'role "lockgate_no_such_role"'),
+        ("postgresql://postgres:hunter2-secret@127.0.0.1:5432/lockgate_no_such_db", 'database "lockgate_no_such_db"'),
+        ("postgresql://postgres:hunter2-secret@127.0.0.1:5432/test?sslmode=verify-full", "certificate"),
+    ],
+)
+def test_a_postgres_that_refuses_is_not_unreachable(url: str, why: str) -> None:
+    """Reached but refused (a user, a database name, TLS): trying again will not help, so start-up stops."""
+    with pytest.raises(StorageError, match="cannot connect to PostgreSQL") as info:
+        asyncio.run(open_store(url, sqlite_path=Path("/unused.db")))
+    assert not isinstance(info.value, Unreachable)
+    assert why in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_a_malformed_postgres_url_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="invalid literal") as info:
+        asyncio.run(open_store("postgresql://u:hunter2-secret@127.0.0.1:port/db", sqlite_path=Path("/unused.db")))
     assert "hunter2" not in str(info.value)
 
 
