@@ -64,7 +64,7 @@ from lockgate.retention import Retention
 from lockgate.routing.health import Health, HealthPolicy
 from lockgate.routing.plan import RetryBudget
 from lockgate.routing.router import Router
-from lockgate.storage.base import Store, Unreachable, open_store
+from lockgate.storage.base import Store, Unreachable, open_store, unreachable
 from lockgate.storage.handle import StoreHandle
 from lockgate.upstream import HttpClient
 
@@ -546,11 +546,14 @@ class Gateway:
             await handler(self, req)
         except GatewayError as error:
             await self._send_error(req, route, error)
-        except Unreachable:  # the database is not open yet: what needs it waits for it
-            await self._send_error(req, route, StoreUnavailable(NO_DATABASE))
         except Exception as exc:
-            log.error("unhandled error on %s (request %s): %s", req.path[:200], req.request_id, describe(exc))
-            await self._send_error(req, route, InternalError(f"Internal error (request id {req.request_id})."))
+            if unreachable(exc):  # not open yet, or lost under a request: what needs it waits for it
+                log.warning("database unreachable on %s (request %s): %s", req.path[:200], req.request_id,
+                            describe(exc))  # fmt: skip
+                await self._send_error(req, route, StoreUnavailable(NO_DATABASE))
+            else:
+                log.error("unhandled error on %s (request %s): %s", req.path[:200], req.request_id, describe(exc))
+                await self._send_error(req, route, InternalError(f"Internal error (request id {req.request_id})."))
         finally:
             self.in_flight -= 1
 

@@ -46,6 +46,7 @@ from lockgate.storage.base import (
     Unreachable,
     UserRecord,
     open_store,
+    unreachable,
 )
 
 __all__ = [
@@ -79,4 +80,5 @@ __all__ = [
     "Unreachable",
     "UserRecord",
     "open_store",
+    "unreachable",
 ]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -85,6 +86,7 @@ __all__ = [
     "spend_log_fast_values",
     "spend_log_faults",
     "spend_log_values",
+    "unreachable",
     "utc_now",
 ]
 
@@ -116,6 +118,30 @@ class SchemaTooNew(StorageError):
 class Unreachable(StorageError):
     """The database cannot be reached now (the connection was refused or timed out, the server is not accepting
     connections yet) or has not been opened yet: unlike the other errors, trying again later may succeed."""
+
+
+_STORAGE_MODULES = ("lockgate.storage", "asyncpg")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether a store call failed because the database could not be reached or was lost under it (refused, reset,
+    timed out, closed by the server): :class:`Unreachable`, asyncpg's connection errors, or an ``OSError`` raised
+    in the storage code or asyncpg (one raised elsewhere, by an upstream call say, is not the database's). Not a
+    refusal (bad SQL, a constraint, a password) nor a bug: those stay what they are."""
+    if isinstance(exc, Unreachable):
+        return True
+    asyncpg = sys.modules.get("asyncpg")  # loaded only when PostgreSQL is configured
+    kinds = (getattr(asyncpg, "PostgresConnectionError", None), getattr(asyncpg, "CannotConnectNowError", None))
+    if any(isinstance(exc, kind) for kind in kinds if isinstance(kind, type)):
+        return True
+    if not isinstance(exc, OSError):  # TimeoutError and ConnectionError are OSErrors
+        return False
+    frame = exc.__traceback__
+    while frame is not None:
+        if str(frame.tb_frame.f_globals.get("__name__", "")).startswith(_STORAGE_MODULES):
+            return True
+        frame = frame.tb_next
+    return False
 
 
 @dataclass(frozen=True, slots=True)

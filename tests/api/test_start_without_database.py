@@ -168,6 +168,27 @@ def test_starts_while_the_database_is_unreachable_and_becomes_whole_when_it_answ
     )
 
 
+def test_a_database_lost_while_serving_answers_503_not_500(proxy: TcpProxy, schema: str) -> None:
+    """Lost after start-up (its connections reset, new ones refused): the management API answers 503
+    store_unavailable, as before it was ever reached, not 500 Internal error; the master key is still served;
+    all is back once it answers."""
+    cfg = config(f"postgresql://postgres@{proxy.host}:{proxy.port}/test?search_path={schema}")
+    with GatewayProcess(cfg, env={"LITELLM_SALT_KEY": SALT}) as gw:
+        assert call(gw, "/key/generate", {}).status_code == 200
+        proxy.refuse()
+        for path, body in (("/key/generate", {}), ("/key/list", None), ("/team/new", {"team_alias": "t"}),
+                           ("/spend/logs", None), ("/model/new", {"model_name": "m", "litellm_params": {
+                               "model": "demo/echo"}})):  # fmt: skip
+            answer = call(gw, path, body)
+            assert answer.status_code == 503, (path, answer.text)
+            assert answer.json()["error"]["code"] == "store_unavailable", (path, answer.text)
+        assert chat(gw).status_code == 200
+        proxy.forward()
+        eventually(lambda: call(gw, "/key/generate", {}).status_code == 200, 15.0)
+        logs = gw.logs()
+    assert "Internal error" not in logs and "unhandled error" not in logs
+
+
 def test_a_sqlite_database_opens_at_start_as_before() -> None:
     cfg = "model_list:\n  - model_name: demo\n    litellm_params: {model: demo/echo}\n"
     with GatewayProcess(cfg) as gw:

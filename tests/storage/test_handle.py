@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import types
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,3 +170,36 @@ def test_keep_opening_stops_when_cancelled(run: Run[Any]) -> None:
         assert not handle.is_open
 
     run(go())
+
+
+def test_unreachable_tells_a_lost_database_from_other_errors() -> None:
+    """What the HTTP layer answers 503 store_unavailable (not 500): the database's own connection failures."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    from lockgate.storage.base import Unreachable, unreachable
+
+    def raised_in(module: str, exc: BaseException) -> BaseException:
+        """``exc`` as raised by code of ``module`` (its traceback's frame has that ``__name__``)."""
+        fail = types.FunctionType(_raise_it.__code__, {"__name__": module, "_TO_RAISE": exc})
+        try:
+            fail()
+        except BaseException as caught:
+            return caught
+        raise AssertionError("not raised")
+
+    assert unreachable(Unreachable("not open yet"))
+    assert unreachable(asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"))
+    assert unreachable(asyncpg.CannotConnectNowError("the database system is starting up"))
+    assert unreachable(raised_in("lockgate.storage.postgres", ConnectionResetError("reset by peer")))
+    assert unreachable(raised_in("asyncpg.connect_utils", TimeoutError()))
+    assert not unreachable(raised_in("lockgate.upstream", ConnectionRefusedError("an upstream, not the database")))
+    assert not unreachable(ConnectionRefusedError("no traceback: raised nowhere known"))
+    assert not unreachable(asyncpg.UniqueViolationError("a constraint"))
+    assert not unreachable(ValueError("a bug"))
+
+
+_TO_RAISE: BaseException = Exception()
+
+
+def _raise_it() -> None:
+    raise _TO_RAISE  # looked up in the globals it is called with (raised_in above)
