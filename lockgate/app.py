@@ -63,7 +63,7 @@ from lockgate.redact import Redactor
 from lockgate.retention import Retention
 from lockgate.routing.health import Health, HealthPolicy
 from lockgate.routing.plan import RetryBudget
-from lockgate.routing.router import Router
+from lockgate.routing.router import Router, price_hint
 from lockgate.storage.base import Store, Unreachable, open_store, unreachable
 from lockgate.storage.handle import StoreHandle
 from lockgate.upstream import HttpClient
@@ -430,8 +430,8 @@ class Gateway:
                             deployment.id, deployment.model_name[:100], deployment.litellm_model[:100])  # fmt: skip
             else:
                 log.warning("deployment %s of %s (%s) has no prices: its requests count $0 against budgets and "
-                            "spend; give it input_cost_per_token / output_cost_per_token in its model_info",
-                            deployment.id, deployment.model_name[:100], deployment.litellm_model[:100])  # fmt: skip
+                            "spend; %s", deployment.id, deployment.model_name[:100], deployment.litellm_model[:100],
+                            price_hint(deployment))  # fmt: skip
 
     async def models_changed(self) -> None:
         """After ``/model/new|update|delete``: serve the change here at once, and tell the other instances."""

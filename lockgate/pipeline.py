@@ -47,7 +47,7 @@ from lockgate.providers.base import EMBEDDING_FIELDS, FORBIDDEN_FIELDS, FORBIDDE
 from lockgate.routing.failures import classify, retry_after_of
 from lockgate.routing.health import FAILURE_KINDS
 from lockgate.routing.plan import Failure
-from lockgate.routing.router import Target
+from lockgate.routing.router import Target, price_hint
 from lockgate.streaming import UsageTap, error_event
 from lockgate.upstream import UpstreamResponse
 
@@ -712,8 +712,8 @@ def _cost(gw: Gateway, record: RequestRecord, target: Target, kinds: pricing.Kin
         if deployment.id not in gw.unpriced and said not in gw.unpriced and len(gw.unpriced) < 10_000:
             gw.unpriced.add(said)
             log.warning("deployment %s (%s, model %s) has no prices: its requests count $0 against budgets and "
-                        "spend; give it input_cost_per_token / output_cost_per_token in its model_info",
-                        deployment.id, deployment.model_name[:100], deployment.upstream_model[:100])  # fmt: skip
+                        "spend; %s", deployment.id, deployment.model_name[:100], deployment.upstream_model[:100],
+                        price_hint(deployment))  # fmt: skip
     return cost
 
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from lockgate.catalog import Catalog
     from lockgate.routing.health import Health
 
-__all__ = ["Router", "Target"]
+__all__ = ["Router", "Target", "price_hint"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +82,19 @@ def _prices(deployment: Deployment, catalog: Catalog | None) -> Mapping[str, Any
         region=region if isinstance(region, str) else None,
     )
     return {**listed, **info} if listed else info
+
+
+def price_hint(deployment: Deployment) -> str:
+    """What to give a deployment that has no prices, for the warning that says so."""
+    prices = "input_cost_per_token / output_cost_per_token in its model_info"
+    if deployment.model_info.get("base_model"):
+        return f"the catalog has no entry for its base_model; give it {prices}"
+    model = deployment.upstream_model
+    if deployment.provider == "bedrock" and "arn:" in model and "foundation-model/" not in model:
+        return f"a Bedrock ARN does not name the model it runs: give model_info.base_model (its model id), or {prices}"
+    if deployment.provider == "azure":
+        return f"an Azure deployment is named by you, not by its model: give model_info.base_model, or {prices}"
+    return f"give it {prices} (or model_info.base_model naming a catalog model)"
 
 
 def _priced(prices: Mapping[str, Any]) -> bool:

@@ -253,3 +253,21 @@ def test_strategies_work_within_order_tiers() -> None:
     for _ in range(5):
         health.begin(a)
     assert firsts(r, health) == {"a": 200}  # busier, but the first tier
+
+
+@pytest.mark.parametrize(
+    ("model", "info", "words"),
+    [
+        ("bedrock/arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc", {}, "ARN does not name"),
+        ("azure/my-prod-gpt", {}, "named by you"),
+        ("azure/my-prod-gpt", {"base_model": "gpt-unknown"}, "no entry for its base_model"),
+        ("openai/gpt-unknown", {}, "give it input_cost_per_token"),
+    ],
+)
+def test_an_unpriced_deployment_is_told_what_to_give(model: str, info: dict[str, object], words: str) -> None:
+    from lockgate.routing.router import price_hint
+
+    params = {"api_key": "k", "api_version": "2024-10-21"} if model.startswith("azure/") else {}
+    params |= {"aws_region_name": "us-east-1"} if model.startswith("bedrock/") else {}
+    (target,) = router([dep("m", model, info or None, **params)]).targets()
+    assert not target.priced and words in price_hint(target.deployment)
