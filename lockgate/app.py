@@ -119,6 +119,7 @@ def _routes() -> dict[str, Route]:
         ("/team/list", "GET", directory.team_list, "member"), ("/team/delete", "POST", directory.team_delete, "admin"),
         ("/team/member_add", "POST", directory.member_add, "member"),
         ("/team/member_delete", "POST", directory.member_delete, "member"),
+        ("/team/member_update", "POST", directory.member_update, "member"),
         ("/team/block", "POST", directory.team_block, "admin"),
         ("/team/unblock", "POST", directory.team_unblock, "admin"),
         ("/organization/new", "POST", directory.org_new, "admin"),

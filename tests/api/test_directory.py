@@ -119,6 +119,30 @@ def test_member_add_is_all_or_nothing(gateway: GatewayProcess) -> None:
     assert call(gateway, "/team/info", team_id=team["team_id"]).json()["team_info"]["members_with_roles"] == []
 
 
+def test_member_update_changes_a_role_as_the_terraform_provider_calls_it(gateway: GatewayProcess) -> None:
+    team = call(gateway, "/team/new", {}).json()["team_id"]
+    alice, bob = (call(gateway, "/user/new", {"auto_create_key": False}).json()["user_id"] for _ in range(2))
+    call(gateway, "/team/member_add", {"team_id": team, "member": [{"user_id": alice}, {"user_id": bob}]})
+    alices = {"Authorization": "Bearer " + call(gateway, "/key/generate", {"user_id": alice}).json()["key"]}
+    promote_bob = {"team_id": team, "user_id": bob, "role": "admin"}
+    denied = httpx.post(gateway.url + "/team/member_update", headers=alices, json=promote_bob)
+    assert denied.status_code == 403  # a plain member changes nobody's role
+    promoted = call(gateway, "/team/member_update", {"team_id": team, "user_id": alice, "role": "admin"})
+    assert promoted.status_code == 200 and promoted.json() == {"team_id": team, "user_id": alice, "role": "admin"}
+    by_admin = httpx.post(gateway.url + "/team/member_update", headers=alices, json={**promote_bob,
+                          "max_budget_in_team": 10})  # fmt: skip
+    assert by_admin.status_code == 200 and "max_budget_in_team" in by_admin.headers["x-lockgate-notice"]
+    roles = call(gateway, "/team/info", team_id=team).json()["team_info"]["members_with_roles"]
+    assert sorted((m["user_id"], m["role"]) for m in roles) == sorted([(alice, "admin"), (bob, "admin")])
+    outsider = call(gateway, "/team/member_update", {"team_id": team, "user_id": "nobody", "role": "user"})
+    assert outsider.status_code == 404 and outsider.json()["error"]["code"] == "member_not_found"
+    for body, param in (({"team_id": team, "user_id": bob, "role": "owner"}, "role"),
+                        ({"team_id": team, "user_email": "bob@example.com", "role": "user"}, "user_id"),
+                        ({"team_id": team, "user_id": bob, "budget": 1}, "budget")):  # fmt: skip
+        refused = call(gateway, "/team/member_update", body)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
+
+
 def test_directory_routes_need_the_master_key(gateway: GatewayProcess) -> None:
     key = call(gateway, "/key/generate", {}).json()["key"]
     for path in ("/user/new", "/team/new", "/organization/new"):
