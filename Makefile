@@ -31,8 +31,8 @@ run: install
 	LITELLM_MASTER_KEY=$(DEMO_KEY) $(BIN)/lockgate serve --demo --host $(HOST) --port $(PORT)
 
 lint: dev
-	$(BIN)/ruff check lockgate tests bench
-	$(BIN)/ruff format --check lockgate tests bench
+	$(BIN)/ruff check lockgate tests bench scripts
+	$(BIN)/ruff format --check lockgate tests bench scripts
 
 typecheck: dev
 	$(BIN)/mypy

@@ -1,13 +1,18 @@
 """lockgate.catalog: the shipped price catalog loads and validates, lookups, an external LiteLLM file, which entry
 prices a deployment as written in a LiteLLM config (the precedence table: base_model, Bedrock's routes, regions,
-inference profiles and ARNs, Gemini's models/, never another provider's entry), and the cost of catalog entries
-checked against figures written out by hand from the providers' per-million prices."""
+inference profiles and ARNs, Gemini's models/, never another provider's entry), the entries imported from
+genai-prices (exactly what scripts/import_prices.py computes, and found by the deployments that name them), and the
+cost of catalog entries checked against figures written out by hand from the providers' per-million prices."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import sys
+from datetime import date
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -32,7 +37,7 @@ def test_shipped_catalog_loads_and_every_entry_is_sourced() -> None:
         assert str(entry["source"]).startswith("https://"), name
         assert len(str(entry["checked"])) == 10, name
         for field, value in entry.items():
-            if field not in ("source", "checked"):
+            if field not in ("source", "checked", "via"):
                 assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, (name, field)
         # context limits only where the provider's page states them (embeddings state none)
         for limit in ("max_input_tokens", "max_output_tokens"):
@@ -119,6 +124,19 @@ def test_shipped_entry_without_source_is_refused(monkeypatch: pytest.MonkeyPatch
 
 def test_shipped_tier_fields_are_known(monkeypatch: pytest.MonkeyPatch) -> None:
     entry = {**GOOD, "input_cost_per_token_above_200k_tokens": 2e-06, "output_cost_per_token_above_272k_tokens": 3e-06}
+    _with_shipped(monkeypatch, {"checked": "2026-11-24", "models": {"x/m": entry}})
+    assert load_catalog().prices_for("x", "m") == entry
+
+
+@pytest.mark.parametrize("bad", ["", 1, None, ["genai-prices"]])
+def test_shipped_via_must_be_a_non_empty_string(monkeypatch: pytest.MonkeyPatch, bad: object) -> None:
+    _with_shipped(monkeypatch, {"checked": "2026-11-24", "models": {"x/m": {**GOOD, "via": bad}}})
+    with pytest.raises(CatalogError, match=r"'x/m'.*'via'"):
+        load_catalog()
+
+
+def test_shipped_via_names_the_dataset_an_entry_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = {**GOOD, "via": "genai-prices 0.2.3"}
     _with_shipped(monkeypatch, {"checked": "2026-11-24", "models": {"x/m": entry}})
     assert load_catalog().prices_for("x", "m") == entry
 
@@ -409,6 +427,108 @@ def test_a_bare_name_of_another_provider_is_skipped_for_the_next_key() -> None:
     assert catalog.find("p", "m-1-20250101") == ("p/m-1", ours)
     assert catalog.find("q", "m-1-20250101") == ("m-1-20250101", theirs)
     assert catalog.find("r", "m-1-20250101") is None
+
+
+# --- the entries imported from genai-prices -------------------------------------------------------------
+
+SHIPPED_FILE = Path(catalog_module.__file__).with_name("prices.json")
+# The provider pages genai-prices names, one per lockgate provider (the script's source for each entry).
+IMPORTED_PAGES = {
+    "gemini": "https://ai.google.dev/gemini-api/docs/pricing",
+    "bedrock": "https://aws.amazon.com/bedrock/pricing/",
+    "azure": "https://azure.microsoft.com/en-us/pricing/details/cognitive-services/openai-service/#pricing",
+}
+
+
+def _import_script() -> ModuleType:
+    """scripts/import_prices.py (a script, not a package module), loaded from its file."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "import_prices.py"
+    spec = importlib.util.spec_from_file_location("import_prices", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _imported() -> dict[str, dict[str, Any]]:
+    models: dict[str, dict[str, Any]] = json.loads(SHIPPED_FILE.read_text(encoding="utf-8"))["models"]
+    return {name: entry for name, entry in models.items() if "via" in entry}
+
+
+def test_imported_entries_are_what_the_script_computes() -> None:
+    """Every entry with ``via`` is exactly what scripts/import_prices.py computes from the installed genai-prices
+    for its ``checked`` day: the snapshot can be reproduced, and an imported entry edited by hand fails here
+    (re-run the script instead)."""
+    imported = _imported()
+    days = {entry["checked"] for entry in imported.values()}
+    assert len(days) == 1, f"imported on several days: {sorted(days)}"
+    script = _import_script()
+    computed = script.import_prices(date.fromisoformat(days.pop())).entries
+    assert sorted(imported) == sorted(computed), "keys differ: re-run scripts/import_prices.py"
+    for name, entry in imported.items():
+        assert entry == computed[name], name
+        assert list(entry) == list(computed[name]), name  # the same fields in the same order: the file as written
+    assert {entry["via"] for entry in imported.values()} == {script.VIA}
+
+
+def test_imported_entries_name_their_provider_page() -> None:
+    imported = _imported()
+    assert {name.partition("/")[0] for name in imported} == set(IMPORTED_PAGES)
+    for name, entry in imported.items():
+        assert entry["via"].startswith("genai-prices "), name
+        assert entry["source"].startswith("https://"), name
+        assert entry["source"] == IMPORTED_PAGES[name.partition("/")[0]], name
+        assert not {"max_input_tokens", "max_output_tokens"} & set(entry), name  # genai-prices' limits: not taken
+
+
+def test_hand_read_entries_have_no_via() -> None:
+    """The script rewrites only ``via`` entries: Anthropic's and OpenAI's, read on their pages, never have one."""
+    models = load_catalog().models
+    hand_read = [name for name in models if name.partition("/")[0] in ("anthropic", "openai")]
+    assert hand_read
+    assert not [name for name in hand_read if "via" in models[name]]
+
+
+# Deployments as written in a config, each priced by the imported entry named: Bedrock's Converse route and
+# cross-region profiles (a geographic one by the in-region price, global. by its own), Gemini with and without
+# models/, Azure by base_model.
+IMPORTED_DEPLOYMENTS: list[tuple[str, str | None, str]] = [
+    ("bedrock/converse/us.anthropic.claude-sonnet-4-5-20250929-v1:0", None, "bedrock/" + SONNET),
+    ("bedrock/converse/global." + SONNET, None, "bedrock/global." + SONNET),
+    ("bedrock/converse/eu.anthropic.claude-opus-4-7", None, "bedrock/anthropic.claude-opus-4-7"),
+    ("bedrock/converse/global.anthropic.claude-opus-4-7", None, "bedrock/global.anthropic.claude-opus-4-7"),
+    ("bedrock/in.anthropic.claude-opus-5", None, "bedrock/in.anthropic.claude-opus-5"),
+    ("bedrock/us.amazon.nova-pro-v1:0", None, "bedrock/amazon.nova-pro-v1:0"),
+    ("bedrock/converse/us.amazon.nova-2-lite-v1:0", None, "bedrock/us.amazon.nova-2-lite-v1:0"),
+    ("bedrock/meta.llama3-3-70b-instruct-v1:0", None, "bedrock/meta.llama3-3-70b-instruct-v1:0"),
+    ("bedrock/" + APP_PROFILE, "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+     "bedrock/anthropic.claude-haiku-4-5-20251001-v1:0"),
+    ("gemini/gemini-2.5-pro", None, "gemini/gemini-2.5-pro"),
+    ("gemini/models/gemini-3.8-flash", None, "gemini/gemini-3.8-flash"),
+    ("azure/my-reasoner", "o4-mini", "azure/o4-mini"),
+    ("azure/my-reasoner", "azure/o3-2025-04-16", "azure/o3-2025-04-16"),
+    ("azure/o1", None, "azure/o1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "base_model", "expected"), IMPORTED_DEPLOYMENTS)
+def test_a_deployment_finds_its_imported_entry(model: str, base_model: str | None, expected: str) -> None:
+    catalog = load_catalog()
+    assert "via" in catalog.models[expected]
+    settings = parse_settings({"model_list": [_deployment_entry(model, base_model, {})]}, {})
+    deployment = settings.deployments[0]
+    found = catalog.find(
+        deployment.provider,
+        deployment.upstream_model,
+        base_model=base_model,
+        region=deployment.options.get("aws_region_name"),
+    )
+    assert found is not None and found[0] == expected
+    target = Router(settings, catalog=catalog).group("m")[0]
+    assert target.priced
+    prices = {name: value for name, value in catalog.models[expected].items() if isinstance(value, float)}
+    assert {name: target.prices[name] for name in prices} == prices
 
 
 # --- cost of catalog entries, by hand -------------------------------------------------------------------

@@ -23,6 +23,10 @@ Token kinds: plain, cache read, cache write (5-minute, or the provider's only li
 where a provider bills them apart, audio (input and output), audio with a cache read, image output and web searches.
 A provider that has no such kind has no such case; each table says why. A case lockgate gets wrong is marked
 ``xfail(strict=True)`` with the right figure, so fixing the bug turns it into a failure to be unmarked.
+
+A second table (``CATALOG_CASES``) prices real usage with the shipped catalog's entries imported from genai-prices
+(Gemini, Bedrock, Azure; ``scripts/import_prices.py``), as the deployment that names them finds them, the dollars
+written out by hand from the per-million prices of the entry: it fails when a re-import changes those prices.
 """
 
 from __future__ import annotations
@@ -459,6 +463,99 @@ def test_the_table_covers_every_provider_and_kind() -> None:
         assert kinds[provider] == {"plain", "cache read", "reasoning"}, provider
 
 
+# --- usage priced by the catalog's imported entries -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CatalogCase:
+    path: str  # a provider of PATHS: how the usage reaches pricing
+    deployment: str  # litellm_params.model as a config writes it, base_model after a "|"
+    entry: str  # the catalog key that prices it
+    kind: str
+    wire: Usage
+    expected: float
+
+
+# The per-million prices of each entry (genai-prices 0.2.3, imported 2026-11-24):
+# gemini/gemini-2.5-pro: $1.25 input, $0.125 cached, $10 output (thinking too); a prompt over 200K tokens pays
+#   $2.50, $0.25 and $15 for every token.
+# gemini/gemini-3.1-flash-lite: $0.25 input (text, image, video), $0.50 audio, $0.025 cached, $0.05 cached audio,
+#   $1.50 output.
+# gemini/gemini-nano-banana-2.1: $1.50 input, $7.50 text output, $30 image output.
+# bedrock/anthropic.claude-sonnet-4-5-20250929-v1:0 (us. profile, in-region price): $3.30 input, $0.33 read, $4.125
+#   5-minute write, $6.60 1-hour write, $16.50 output; its global. profile: $3, $0.30, $3.75, $6, $15.
+# bedrock/anthropic.claude-haiku-5-5: $0.11 input, $0.55 output; a prompt over 100K tokens pays $0.55 and $2.75.
+# bedrock/amazon.nova-pro-v1:0: $0.80 input, $0.20 read, $3.20 output; bedrock/us.amazon.nova-2-lite-v1:0: $0.33
+#   input, $2.75 output.
+# azure/o4-mini (Global; genai-prices has no GPT-4o/4.1/5 price of Azure's own): $1.10 input, $0.275 cached, $4.40
+#   output, reasoning billed as output.
+SONNET_4_5 = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+CATALOG_CASES = [
+    # 10000 x $1.25 + 1000 x $10 = 0.0125 + 0.01
+    CatalogCase("gemini", "gemini/gemini-2.5-pro", "gemini/gemini-2.5-pro", "plain", _gemini(10_000, 1000), 0.022_5),
+    # 1000 x $1.25 + (200 + 800 thoughts) x $10 = 0.00125 + 0.01
+    CatalogCase("gemini", "gemini/gemini-2.5-pro", "gemini/gemini-2.5-pro", "reasoning",
+                _gemini(1000, 200, thoughts=800), 0.011_25),
+    # 250000 > 200K: 200000 fresh x $2.50 + 50000 cached x $0.25 + 2000 x $15 = 0.5 + 0.0125 + 0.03
+    CatalogCase("gemini", "gemini/models/gemini-2.5-pro", "gemini/gemini-2.5-pro", "long prompt",
+                _gemini(250_000, 2000, cached=50_000), 0.542_5),
+    # 1000 text x $0.25 + 4000 audio x $0.50 + 300 x $1.50 = 0.00025 + 0.002 + 0.00045
+    CatalogCase("gemini", "gemini/gemini-3.1-flash-lite", "gemini/gemini-3.1-flash-lite", "audio",
+                _gemini(5000, 300, audio=4000), 0.002_7),
+    # 5000 fresh text x $0.25 + 5000 fresh audio x $0.50 + 15000 cached text x $0.025 + 25000 cached audio x $0.05
+    # + 500 x $1.50 = 0.00125 + 0.0025 + 0.000375 + 0.00125 + 0.00075
+    CatalogCase("gemini", "gemini/gemini-3.1-flash-lite", "gemini/gemini-3.1-flash-lite", "audio cache read",
+                _gemini(50_000, 500, cached=40_000, audio=30_000, cached_audio=25_000), 0.006_125),
+    # 100 x $1.50 + 100 text out x $7.50 + 1290 image out x $30 = 0.00015 + 0.00075 + 0.0387
+    CatalogCase("gemini", "gemini/gemini-nano-banana-2.1", "gemini/gemini-nano-banana-2.1", "image output",
+                _gemini(100, 1390, image_out=1290), 0.039_6),
+    # 300 x $3.30 + 20000 read x $0.33 + 8000 written (5m) x $4.125 + 400 x $16.50
+    # = 0.00099 + 0.0066 + 0.033 + 0.0066
+    CatalogCase("bedrock-converse", "bedrock/converse/us." + SONNET_4_5, "bedrock/" + SONNET_4_5, "cache read, write",
+                _converse(300, 400, read=20_000, written=8000), 0.047_19),
+    # 300 x $3.30 + 8000 written (1h) x $6.60 + 100 x $16.50 = 0.00099 + 0.0528 + 0.00165
+    CatalogCase("bedrock-converse", "bedrock/converse/us." + SONNET_4_5, "bedrock/" + SONNET_4_5, "cache write 1h",
+                _converse(300, 100, written=8000, ttl="1h"), 0.055_44),
+    # global.: 1000 x $3 + 10000 read x $0.30 + 500 x $15 = 0.003 + 0.003 + 0.0075
+    CatalogCase("bedrock-converse", "bedrock/converse/global." + SONNET_4_5, "bedrock/global." + SONNET_4_5,
+                "global cache read", _converse(1000, 500, read=10_000), 0.013_5),
+    # 150000 > 100K: 150000 x $0.55 + 1000 x $2.75 = 0.0825 + 0.00275
+    CatalogCase("bedrock-converse", "bedrock/converse/us.anthropic.claude-haiku-5-5",
+                "bedrock/anthropic.claude-haiku-5-5", "long prompt", _converse(150_000, 1000), 0.085_25),
+    # 2000 x $0.80 + 6000 read x $0.20 + 500 x $3.20 = 0.0016 + 0.0012 + 0.0016
+    CatalogCase("bedrock-converse", "bedrock/converse/us.amazon.nova-pro-v1:0", "bedrock/amazon.nova-pro-v1:0",
+                "cache read", _converse(2000, 500, read=6000), 0.004_4),
+    # 1000 x $0.33 + 1000 x $2.75 = 0.00033 + 0.00275
+    CatalogCase("bedrock-converse", "bedrock/converse/us.amazon.nova-2-lite-v1:0", "bedrock/us.amazon.nova-2-lite-v1:0",
+                "plain", _converse(1000, 1000), 0.003_08),
+    # 1024 fresh x $1.10 + 3072 cached x $0.275 + 50 x $4.40 = 0.0011264 + 0.0008448 + 0.00022
+    CatalogCase("azure", "azure/my-reasoner|o4-mini", "azure/o4-mini", "cache read", _openai(4096, 50, cached=3072),
+                0.002_191_2),
+    # 2000 x $1.10 + (200 visible + 1000 reasoning) x $4.40 = 0.0022 + 0.00528
+    CatalogCase("azure", "azure/my-reasoner|o4-mini", "azure/o4-mini", "reasoning",
+                _openai(2000, 1200, reasoning=1000), 0.007_48),
+]  # fmt: skip
+
+
+def _catalog_params() -> list[Any]:
+    return [
+        pytest.param(case, path, id=f"{case.entry}:{case.kind}:{path}")
+        for case in CATALOG_CASES
+        for path in PATHS[case.path]
+    ]
+
+
+@pytest.mark.parametrize(("case", "path"), _catalog_params())
+def test_cost_by_imported_catalog_entry(case: CatalogCase, path: str) -> None:
+    provider, _, model = case.deployment.partition("|")[0].partition("/")
+    base_model = case.deployment.partition("|")[2] or None
+    found = load_catalog().find(provider, model, base_model=base_model)
+    assert found is not None and found[0] == case.entry
+    assert found[1]["via"].startswith("genai-prices ")
+    usage = PATHS[case.path][path](case.wire)
+    assert cost_of(found[1], usage) == pytest.approx(case.expected, rel=1e-12, abs=0)
+
+
 # --- the shipped catalog's prices are in the order every provider bills them ------------------------------
 
 _CACHE = ("cache_read_input_token_cost", "cache_creation_input_token_cost", "cache_creation_input_token_cost_above_1hr")
@@ -480,7 +577,7 @@ def test_catalog_prices_are_sourced_and_ordered() -> None:
     for name, entry in catalog.models.items():
         assert str(entry["source"]).startswith("https://"), name
         assert len(str(entry["checked"])) == 10, name
-        prices = {k: v for k, v in entry.items() if k not in ("source", "checked", "max_input_tokens",
+        prices = {k: v for k, v in entry.items() if k not in ("source", "checked", "via", "max_input_tokens",
                                                                "max_output_tokens", *PRICE_TABLES)}  # fmt: skip
         for table in PRICE_TABLES & set(entry):  # search_context_cost_per_query: USD per search, by size
             prices |= {f"{table}.{size}": value for size, value in entry[table].items()}

@@ -2,11 +2,15 @@
 
 ``prices.json`` (package data) holds, for each model, the prices ``lockgate.pricing`` reads, its context limits,
 the URL of the provider's own page the prices were read from (``source``) and the day they were read (``checked``).
-A user file in LiteLLM's ``model_prices_and_context_window.json`` format may be layered on top; its entries replace
-the shipped ones of the same name whole.
+An entry with ``via`` (a non-empty string: ``"genai-prices 0.2.3"``) was not read on that page by lockgate's
+maintainers: it was transcribed on the day ``checked`` from the dataset ``via`` names, which cites the page
+(``scripts/import_prices.py``: Gemini, Bedrock and Azure). A user file in LiteLLM's
+``model_prices_and_context_window.json`` format may be layered on top; its entries replace the shipped ones of the
+same name whole.
 
 Validation at load: every price (and limit) is a finite number >= 0. The shipped file refuses any field it does not
-know; the external file ignores fields it does not know (LiteLLM's carry many lockgate does not use).
+know, requires ``source`` (an https URL) and ``checked`` (YYYY-MM-DD) and takes ``via`` only as a non-empty string;
+the external file ignores fields it does not know (LiteLLM's carry many lockgate does not use).
 
 Which entry prices a deployment (:meth:`Catalog.find`). The name looked up is the deployment's
 ``model_info.base_model`` when set (LiteLLM's field: an Azure deployment ``azure/my-prod-gpt`` with ``base_model:
@@ -58,7 +62,7 @@ __all__ = ["Catalog", "CatalogError", "is_price", "load_catalog"]
 _BASE_PRICES = PRICE_FIELDS  # what lockgate.pricing charges by; tiers are derived from each by suffix
 _TIER = re.compile(r"(?P<base>[a-z0-9_]+?)_above_[0-9]+k?_tokens")
 _LIMITS = frozenset({"max_input_tokens", "max_output_tokens"})
-_TEXT = frozenset({"source", "checked"})
+_TEXT = frozenset({"source", "checked", "via"})  # via: the dataset an entry was transcribed from
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DATED = re.compile(r"(?P<model>.+?)-(?:[0-9]{8}|[0-9]{4}-[0-9]{2}-[0-9]{2})")
 # LiteLLM's ``litellm_provider`` names that price the same upstream as a lockgate provider (the first is its own).
