@@ -26,21 +26,19 @@ import os
 import statistics
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
 from tests.conftest import UPSTREAM_KEY
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.tcp_proxy import TcpProxy
+from tests.postgres import fresh_schema, proxied, sql
 from tests.support import MASTER_KEY, GatewayProcess
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 OUTAGE_SECONDS = float(os.environ.get("LOCKGATE_OUTAGE_SECONDS", "15"))
 PRICED = "model_info: {input_cost_per_token: 0.000001, output_cost_per_token: 0.000002}"
 
@@ -65,36 +63,22 @@ def config(proxy: TcpProxy, schema: str, *, upstream: FakeOpenAI | None = None) 
 # --- the database, read beside the gateway --------------------------------------------------------------------
 
 
-async def _sql(sql: str, schema: str | None = None, *args: object) -> list[Any]:
-    settings = {"search_path": schema} if schema else None
-    connection = await asyncpg.connect(POSTGRES, timeout=5, server_settings=settings)
-    try:
-        return list(await connection.fetch(sql, *args))
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 def schema() -> Iterator[str]:
-    name = f"lockgate_ledger_{uuid.uuid4().hex[:10]}"  # a test-side identifier from a uuid
-    try:
-        asyncio.run(_sql(f'CREATE SCHEMA "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at {POSTGRES} is not reachable ({exc})")
-    yield name
-    asyncio.run(_sql(f'DROP SCHEMA "{name}" CASCADE'))
+    with fresh_schema("lockgate_ledger") as name:
+        yield name
 
 
 @pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
-    with TcpProxy("127.0.0.1", 5432) as proxy:
+    with proxied() as proxy:
         yield proxy
 
 
 def rows_of(schema: str) -> dict[str, list[bool]]:
     """Each request id in spend_logs: its rows' ``stream`` flags (one flag per row)."""
     rows: dict[str, list[bool]] = collections.defaultdict(list)
-    for row in asyncio.run(_sql("SELECT request_id, stream FROM spend_logs", schema)):
+    for row in asyncio.run(sql("SELECT request_id, stream FROM spend_logs", schema)):
         rows[row["request_id"]].append(row["stream"])
     return rows
 
@@ -124,8 +108,8 @@ def check_rows(rows: dict[str, list[bool]], served: list[Outcome]) -> set[str]:
 
 def key_spend(schema: str, key_hash: str) -> tuple[float, float]:
     """(the key's spend, the sum of its rows' cost)."""
-    spend = asyncio.run(_sql("SELECT spend FROM keys WHERE token_hash = $1", schema, key_hash))
-    cost = asyncio.run(_sql("SELECT coalesce(sum(cost), 0) AS c FROM spend_logs WHERE key_hash = $1", schema, key_hash))
+    spend = asyncio.run(sql("SELECT spend FROM keys WHERE token_hash = $1", schema, key_hash))
+    cost = asyncio.run(sql("SELECT coalesce(sum(cost), 0) AS c FROM spend_logs WHERE key_hash = $1", schema, key_hash))
     return float(spend[0]["spend"]), float(cost[0]["c"])
 
 

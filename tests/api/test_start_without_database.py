@@ -19,20 +19,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
 from lockgate.storage.migrations import LATEST_VERSION
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.tcp_proxy import TcpProxy
+from tests.postgres import POSTGRES, fresh_schema, proxied, sql
 from tests.support import MASTER_KEY, GatewayProcess
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 SALT = "test-salt-key-0123456789abcdef0123"
 
 
@@ -51,29 +49,15 @@ lockgate:
 """
 
 
-async def _sql(sql: str, schema: str | None = None) -> list[Any]:
-    settings = {"search_path": schema} if schema else None
-    connection = await asyncpg.connect(POSTGRES, timeout=5, server_settings=settings)
-    try:
-        return list(await connection.fetch(sql))
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 def schema() -> Iterator[str]:
-    name = f"lockgate_start_{uuid.uuid4().hex[:10]}"  # a test-side identifier from a uuid
-    try:
-        asyncio.run(_sql(f'CREATE SCHEMA "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at {POSTGRES} is not reachable ({exc})")
-    yield name
-    asyncio.run(_sql(f'DROP SCHEMA "{name}" CASCADE'))
+    with fresh_schema("lockgate_start") as name:
+        yield name
 
 
 @pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
-    with TcpProxy("127.0.0.1", 5432) as proxy:
+    with proxied() as proxy:
         yield proxy
 
 
@@ -101,7 +85,7 @@ def eventually(check: Callable[[], bool], timeout: float) -> float:
 
 def rows_of(schema: str) -> collections.Counter[str]:
     """How many rows each request id has in spend_logs."""
-    rows = asyncio.run(_sql("SELECT request_id FROM spend_logs", schema))
+    rows = asyncio.run(sql("SELECT request_id FROM spend_logs", schema))
     return collections.Counter(row["request_id"] for row in rows)
 
 
@@ -223,8 +207,8 @@ def test_a_database_that_refuses_still_stops_start_up_at_once(url: str, why: str
 
 
 def test_a_newer_schema_still_stops_start_up(schema: str) -> None:
-    asyncio.run(_sql("CREATE TABLE lockgate_schema (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)", schema))
-    asyncio.run(_sql(f"INSERT INTO lockgate_schema VALUES ({LATEST_VERSION + 1}, now())", schema))
+    asyncio.run(sql("CREATE TABLE lockgate_schema (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)", schema))
+    asyncio.run(sql(f"INSERT INTO lockgate_schema VALUES ({LATEST_VERSION + 1}, now())", schema))
     logs, took = _refused(config(f"{POSTGRES}?search_path={schema}"))
     assert "SchemaTooNew" in logs and "newer than this lockgate" in logs and took < 10.0
 
