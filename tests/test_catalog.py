@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 import lockgate.catalog as catalog_module
-from lockgate.catalog import Catalog, CatalogError, load_catalog
+from lockgate.catalog import Catalog, CatalogError, is_price, load_catalog
 from lockgate.config import parse_settings
 from lockgate.dialects.anthropic import messages_usage_to_chat
-from lockgate.pricing import cost_of
+from lockgate.pricing import PRICE_TABLES, cost_of
 from lockgate.routing.router import Router
 
 # --- the shipped file -----------------------------------------------------------------------------------
@@ -37,18 +37,14 @@ def test_shipped_catalog_loads_and_every_entry_is_sourced() -> None:
         assert str(entry["source"]).startswith("https://"), name
         assert len(str(entry["checked"])) == 10, name
         for field, value in entry.items():
-            if field not in ("source", "checked", "via"):
+            if field in PRICE_TABLES:  # search_context_cost_per_query: USD per search, by search context size
+                assert all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in value.values())
+            elif field not in ("source", "checked", "via", "completed_via"):
                 assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, (name, field)
         # context limits only where the provider's page states them (embeddings state none)
         for limit in ("max_input_tokens", "max_output_tokens"):
             if limit in entry:
                 assert entry[limit] > 0, (name, limit)
-
-
-# Anthropic models whose cache prices the catalog leaves out: the provider's own page, as stored, gives only
-# some of them (Claude Haiku 5.5: its 5-minute write price under 100K tokens, none of the others), so until
-# it is read in full the cache is priced at the input price (pricing.py's rule for a missing cache price).
-_NO_CACHE_PRICES = frozenset({"anthropic/claude-haiku-5-5"})
 
 
 def test_shipped_anthropic_entries_have_both_cache_write_prices() -> None:
@@ -57,9 +53,6 @@ def test_shipped_anthropic_entries_have_both_cache_write_prices() -> None:
     assert names
     for name in names:
         entry = catalog.models[name]
-        if name in _NO_CACHE_PRICES:
-            assert not any(field.startswith("cache_") for field in entry), name
-            continue
         # Anthropic: 5-minute writes 1.25x input, 1-hour writes 2x input (its pricing page).
         assert entry["cache_creation_input_token_cost"] == pytest.approx(1.25 * entry["input_cost_per_token"])
         assert entry["cache_creation_input_token_cost_above_1hr"] == pytest.approx(2 * entry["input_cost_per_token"])
@@ -488,6 +481,35 @@ def test_hand_read_entries_have_no_via() -> None:
     hand_read = [name for name in models if name.partition("/")[0] in ("anthropic", "openai")]
     assert hand_read
     assert not [name for name in hand_read if "via" in models[name]]
+
+
+def test_hand_read_entries_agree_with_genai_prices_and_completed_ones_have_all_it_has() -> None:
+    """Our hand-read Anthropic and OpenAI prices and genai-prices' are the same figures; an entry ``completed_via``
+    it (the prices its provider page, as read, lacked) holds every per-token price genai-prices gives that model.
+    Anthropic's web search fee ($10 per 1,000) is genai-prices' ``web_searches_kcount`` too."""
+    script = _import_script()
+    day = date(2026, 11, 24)
+    models = load_catalog().models
+    completed = [name for name, entry in models.items() if "completed_via" in entry]
+    assert completed, "no entry says completed_via"
+    for name, entry in models.items():
+        provider, _, model_id = name.partition("/")
+        if provider not in ("anthropic", "openai"):
+            continue
+        found = script._provider(provider).find_model(model_id)
+        if found is None:
+            assert "completed_via" not in entry, name
+            continue
+        theirs = script._genai_view(script._price_on(found, day))
+        ours = {field: value for field, value in entry.items() if is_price(field)}
+        for field in ours.keys() & theirs.keys():
+            assert ours[field] == pytest.approx(theirs[field], rel=1e-9), (name, field)
+        if "search_context_cost_per_query" in entry:
+            per_search = entry["search_context_cost_per_query"]["search_context_size_medium"]
+            assert per_search == pytest.approx(theirs["web_searches_kcount"] / 1000), name
+        if "completed_via" in entry:
+            assert entry["completed_via"] == script.VIA, name
+            assert not {field for field in theirs if is_price(field)} - ours.keys(), name
 
 
 # Deployments as written in a config, each priced by the imported entry named: Bedrock's Converse route and

@@ -577,8 +577,9 @@ def test_catalog_prices_are_sourced_and_ordered() -> None:
     for name, entry in catalog.models.items():
         assert str(entry["source"]).startswith("https://"), name
         assert len(str(entry["checked"])) == 10, name
-        prices = {k: v for k, v in entry.items() if k not in ("source", "checked", "via", "max_input_tokens",
-                                                               "max_output_tokens", *PRICE_TABLES)}  # fmt: skip
+        prices = {k: v for k, v in entry.items() if k not in ("source", "checked", "via", "completed_via",
+                                                               "max_input_tokens", "max_output_tokens",
+                                                               *PRICE_TABLES)}  # fmt: skip
         for table in PRICE_TABLES & set(entry):  # search_context_cost_per_query: USD per search, by size
             prices |= {f"{table}.{size}": value for size, value in entry[table].items()}
         assert all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in prices.values()), name

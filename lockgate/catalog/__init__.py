@@ -4,12 +4,15 @@
 the URL of the provider's own page the prices were read from (``source``) and the day they were read (``checked``).
 An entry with ``via`` (a non-empty string: ``"genai-prices 0.2.3"``) was not read on that page by lockgate's
 maintainers: it was transcribed on the day ``checked`` from the dataset ``via`` names, which cites the page
-(``scripts/import_prices.py``: Gemini, Bedrock and Azure). A user file in LiteLLM's
+(``scripts/import_prices.py``: Gemini, Bedrock and Azure). An entry read on the provider's page whose page, as
+read, lacked some prices it bills (cache prices, a long-prompt tier) has them from that dataset and says so in
+``completed_via``: its own prices agree with the dataset's. A user file in LiteLLM's
 ``model_prices_and_context_window.json`` format may be layered on top; its entries replace the shipped ones of the
 same name whole.
 
 Validation at load: every price (and limit) is a finite number >= 0. The shipped file refuses any field it does not
-know, requires ``source`` (an https URL) and ``checked`` (YYYY-MM-DD) and takes ``via`` only as a non-empty string;
+know, requires ``source`` (an https URL) and ``checked`` (YYYY-MM-DD) and takes ``via`` and ``completed_via`` only as
+non-empty strings;
 the external file ignores fields it does not know (LiteLLM's carry many lockgate does not use).
 
 Which entry prices a deployment (:meth:`Catalog.find`). The name looked up is the deployment's
@@ -62,7 +65,8 @@ __all__ = ["Catalog", "CatalogError", "is_price", "load_catalog"]
 _BASE_PRICES = PRICE_FIELDS  # what lockgate.pricing charges by; tiers are derived from each by suffix
 _TIER = re.compile(r"(?P<base>[a-z0-9_]+?)_above_[0-9]+k?_tokens")
 _LIMITS = frozenset({"max_input_tokens", "max_output_tokens"})
-_TEXT = frozenset({"source", "checked", "via"})  # via: the dataset an entry was transcribed from
+# via: the dataset an entry was transcribed from; completed_via: the one its missing prices were taken from
+_TEXT = frozenset({"source", "checked", "via", "completed_via"})
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DATED = re.compile(r"(?P<model>.+?)-(?:[0-9]{8}|[0-9]{4}-[0-9]{2}-[0-9]{2})")
 # LiteLLM's ``litellm_provider`` names that price the same upstream as a lockgate provider (the first is its own).
