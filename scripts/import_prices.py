@@ -322,6 +322,12 @@ SOURCES = (
     ),
     _Source("bedrock", "aws", "aws.amazon.com/bedrock/pricing", _bedrock_keys),
     _Source("azure", "azure", "azure.microsoft.com", _exact_keys),  # genai-prices: Azure's "Global" prices
+    # lockgate's OpenAI-compatible hosted providers (self-hosted vLLM and Ollama have no prices to import)
+    _Source("deepseek", "deepseek", "api-docs.deepseek.com", _exact_keys),
+    _Source("groq", "groq", "console.groq.com", _exact_keys),
+    _Source("mistral", "mistral", "mistral.ai", _exact_keys),
+    _Source("openrouter", "openrouter", "openrouter.ai", _exact_keys),
+    _Source("together_ai", "together", "together.ai", _exact_keys),
 )
 
 

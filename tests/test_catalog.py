@@ -430,6 +430,11 @@ IMPORTED_PAGES = {
     "gemini": "https://ai.google.dev/gemini-api/docs/pricing",
     "bedrock": "https://aws.amazon.com/bedrock/pricing/",
     "azure": "https://azure.microsoft.com/en-us/pricing/details/cognitive-services/openai-service/#pricing",
+    "deepseek": "https://api-docs.deepseek.com/quick_start/pricing",
+    "groq": "https://console.groq.com/docs/models",
+    "mistral": "https://mistral.ai/pricing/api",
+    "openrouter": "https://openrouter.ai/models",
+    "together_ai": "https://www.together.ai/pricing",
 }
 
 
@@ -531,6 +536,11 @@ IMPORTED_DEPLOYMENTS: list[tuple[str, str | None, str]] = [
     ("azure/my-reasoner", "o4-mini", "azure/o4-mini"),
     ("azure/my-reasoner", "azure/o3-2025-04-16", "azure/o3-2025-04-16"),
     ("azure/o1", None, "azure/o1"),
+    ("groq/gemma2-9b-it", None, "groq/gemma2-9b-it"),
+    ("mistral/codestral-2508", None, "mistral/codestral-2508"),
+    ("openrouter/openai/gpt-6-astra", None, "openrouter/openai/gpt-6-astra"),
+    ("together_ai/MiniMaxAI/MiniMax-M3", None, "together_ai/MiniMaxAI/MiniMax-M3"),
+    ("deepseek/deepseek-v3.2", None, "deepseek/deepseek-v3.2"),
 ]  # fmt: skip
 
 

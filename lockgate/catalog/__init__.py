@@ -4,9 +4,10 @@
 the URL of the provider's own page the prices were read from (``source``) and the day they were read (``checked``).
 An entry with ``via`` (a non-empty string: ``"genai-prices 0.2.3"``) was not read on that page by lockgate's
 maintainers: it was transcribed on the day ``checked`` from the dataset ``via`` names, which cites the page
-(``scripts/import_prices.py``: Gemini, Bedrock and Azure). An entry read on the provider's page whose page, as
-read, lacked some prices it bills (cache prices, a long-prompt tier) has them from that dataset and says so in
-``completed_via``: its own prices agree with the dataset's. A user file in LiteLLM's
+(``scripts/import_prices.py``: Gemini, Bedrock, Azure and the hosted OpenAI-compatible providers). An entry read
+on the provider's page whose page, as read, lacked some prices it bills (cache prices, a long-prompt tier) has them
+from that dataset and says so in ``completed_via``: its own prices agree with the dataset's. A user file in
+LiteLLM's
 ``model_prices_and_context_window.json`` format may be layered on top; its entries replace the shipped ones of the
 same name whole.
 
