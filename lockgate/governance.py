@@ -209,7 +209,7 @@ class Admitted:
     """None when the request is under no limit (its spend is still kept)."""
     limits: tuple[Limit, ...]
     entities: list[tuple[str, str]]
-    prices: Mapping[str, Any]
+    prices: Mapping[str, Any] | pricing.PriceTable
     prompt: int | tuple[Mapping[str, Any], int]
     """The estimated prompt tokens (used when the answer carries no usage), or the (body, size) to estimate them
     from when that happens (a request under no limit does not pay for the estimate up front)."""
@@ -320,7 +320,7 @@ class Governor:
         deployment: Deployment | None,
         raw_size: int,
         body: Mapping[str, Any],
-        prices: Mapping[str, Any] | None = None,
+        prices: Mapping[str, Any] | pricing.PriceTable | None = None,
         end_user_id: str | None = None,
     ) -> Admitted | None:
         """Count the request against every limit it is under, or raise. None when it is under none and nobody's

@@ -394,7 +394,7 @@ async def _admit(
         deployment = plan.current.deployment
         try:
             admitted = await gw.governor.admit(
-                req.request_id, req.principal, end_user, model, deployment, size, body, plan.current.prices,
+                req.request_id, req.principal, end_user, model, deployment, size, body, plan.current.table,
                 _end_user_id(body),
             )  # fmt: skip
         except RateLimited as error:
@@ -701,10 +701,10 @@ def _cost(gw: Gateway, record: RequestRecord, target: Target, kinds: pricing.Kin
         return None
     if usage.get("estimated"):
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        cost = pricing.estimate(target.prices, prompt if isinstance(prompt, int) else 0,
+        cost = pricing.estimate(target.table, prompt if isinstance(prompt, int) else 0,
                                 completion if isinstance(completion, int) else 0, kinds)  # fmt: skip
     else:
-        cost = pricing.cost_of(target.prices, usage)
+        cost = pricing.cost_of(target.table, usage)
     record.cost = cost
     if cost is None and not target.priced:
         deployment = target.deployment

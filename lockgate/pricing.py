@@ -111,7 +111,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "ANY_KIND", "PRICE_FIELDS", "PRICE_TABLES", "Kinds", "Rates", "cost_of", "estimate", "kinds_of", "rates_for",
+    "ANY_KIND", "PRICE_FIELDS", "PRICE_TABLES", "Kinds", "PriceTable", "Rates", "cost_of", "estimate", "kinds_of",
+    "price_table", "rates_for",
 ]  # fmt: skip
 
 _INPUT = "input_cost_per_token"
@@ -187,10 +188,22 @@ def _price(value: object) -> float | None:
     return price if math.isfinite(price) and price >= 0 else None
 
 
-def _prices_at(prices: Mapping[str, Any], prompt_tokens: int) -> dict[str, float]:
-    """Every valid price by name, each replaced by its highest long-prompt tier below ``prompt_tokens``."""
+@dataclass(frozen=True, slots=True)
+class PriceTable:
+    """A deployment's prices read once (:func:`price_table`), for any prompt size: the valid prices by name, the
+    long-prompt tiers by threshold, and the web search fee. The router keeps one per deployment, so a request's
+    cost does not parse its prices again."""
+
+    base: Mapping[str, float]
+    tiers: tuple[tuple[int, str, float], ...] = ()
+    """(threshold, price name, price), thresholds ascending."""
+    web_search: float = 0.0
+
+
+def price_table(prices: Mapping[str, Any]) -> PriceTable:
+    """``prices`` (LiteLLM's field names) read: every valid price, its tiers apart (see the module docstring)."""
     base: dict[str, float] = {}
-    tiers: dict[str, tuple[int, float]] = {}  # name -> (threshold, price) of the highest tier that applies
+    tiers: list[tuple[int, str, float]] = []
     for name, value in prices.items():
         price = _price(value)
         if price is None or not isinstance(name, str):
@@ -198,11 +211,23 @@ def _prices_at(prices: Mapping[str, Any], prompt_tokens: int) -> dict[str, float
         tier = _TIER.fullmatch(name)
         if tier is None:
             base[name] = price
-            continue
-        threshold = int(tier["n"]) * (1000 if tier["k"] else 1)
-        if prompt_tokens > threshold and threshold >= tiers.get(tier["base"], (-1, 0.0))[0]:
-            tiers[tier["base"]] = (threshold, price)
-    return base | {name: price for name, (_, price) in tiers.items()}
+        else:
+            tiers.append((int(tier["n"]) * (1000 if tier["k"] else 1), tier["base"], price))
+    tiers.sort(key=lambda tier: tier[0])  # stable: of two tiers at one threshold, the later in the mapping wins
+    return PriceTable(base, tuple(tiers), _search_price(prices))
+
+
+def _prices_at(table: PriceTable, prompt_tokens: int) -> Mapping[str, float]:
+    """Every valid price by name, each replaced by its highest long-prompt tier below ``prompt_tokens``."""
+    tiers = table.tiers
+    if not tiers or prompt_tokens <= tiers[0][0]:
+        return table.base
+    found = dict(table.base)
+    for threshold, name, price in tiers:  # ascending: a higher tier that applies replaces a lower one
+        if prompt_tokens <= threshold:
+            break
+        found[name] = price
+    return found
 
 
 def _search_price(prices: Mapping[str, Any]) -> float:
@@ -212,12 +237,16 @@ def _search_price(prices: Mapping[str, Any]) -> float:
     return 0.0 if price is None else price
 
 
-def rates_for(prices: Mapping[str, Any], prompt_tokens: int) -> Rates | None:
+def rates_for(prices: Mapping[str, Any] | PriceTable, prompt_tokens: int) -> Rates | None:
     """The rates a request with ``prompt_tokens`` of input pays; None when the prices have neither an input nor
     an output price."""
-    if not isinstance(prices, Mapping):
+    if isinstance(prices, PriceTable):
+        table = prices
+    elif isinstance(prices, Mapping):
+        table = price_table(prices)
+    else:
         return None
-    found = _prices_at(prices, prompt_tokens)
+    found = _prices_at(table, prompt_tokens)
     if _INPUT not in found and _OUTPUT not in found:
         return None
     input_rate, output_rate = found.get(_INPUT, 0.0), found.get(_OUTPUT, 0.0)
@@ -234,7 +263,7 @@ def rates_for(prices: Mapping[str, Any], prompt_tokens: int) -> Rates | None:
         cache_read_audio=found.get(_CACHE_READ_AUDIO, found.get(_CACHE_READ, input_audio)),
         output_audio=found.get(_OUTPUT_AUDIO, output_rate),
         output_image=found.get(_OUTPUT_IMAGE, output_rate),
-        web_search=_search_price(prices),
+        web_search=table.web_search,
     )
 
 
@@ -328,7 +357,7 @@ def _cost(rates: Rates, tokens: _Tokens) -> float:
     )
 
 
-def cost_of(prices: Mapping[str, Any], usage: Mapping[str, Any] | None) -> float | None:
+def cost_of(prices: Mapping[str, Any] | PriceTable, usage: Mapping[str, Any] | None) -> float | None:
     """The USD cost of a request that used ``usage`` on a deployment with these prices; None when unknown (no
     input or output price, or a usage that is missing or malformed)."""
     tokens = _tokens(usage)
@@ -372,7 +401,7 @@ def kinds_of(body: Mapping[str, Any]) -> Kinds:
 
 
 def estimate(
-    prices: Mapping[str, Any], prompt_tokens: int, max_output_tokens: int, kinds: Kinds = ANY_KIND
+    prices: Mapping[str, Any] | PriceTable, prompt_tokens: int, max_output_tokens: int, kinds: Kinds = ANY_KIND
 ) -> float | None:
     """An upper bound, before the request is sent (or when its usage never came), on the cost of its tokens:
     ``prompt_tokens`` of fresh input (no cache assumed) at the text input price, or the audio one if dearer and the

@@ -20,6 +20,7 @@ from lockgate.pricing import (
     cost_of,
     estimate,
     kinds_of,
+    price_table,
     rates_for,
 )
 
@@ -667,3 +668,9 @@ def test_one_hour_cache_writes_at_their_own_price() -> None:
     without_1h_price = {k: v for k, v in prices.items() if k != "cache_creation_input_token_cost_above_1hr"}
     # every write at the 5-minute price: 100 x 5 + 500 + 3,000 x 6.25 + 5,000 = 24,750 per MTok
     assert cost_of(without_1h_price, usage) == pytest.approx(0.02475)
+
+
+@given(prices=price_tables(), prompt=st.integers(min_value=0, max_value=400_000))
+def test_a_price_table_read_once_gives_the_rates_of_its_mapping(prices: dict[str, Any], prompt: int) -> None:
+    """The router reads each deployment's prices once (price_table) and prices every request from that."""
+    assert rates_for(price_table(prices), prompt) == rates_for(prices, prompt)

@@ -43,6 +43,8 @@ class Target:
     """The catalog's prices for its model, overridden by its ``model_info`` (what pricing.py reads)."""
     priced: bool = False
     """It has an input or an output price: its requests have a cost."""
+    table: pricing.PriceTable = field(default_factory=lambda: pricing.price_table({}))
+    """``prices`` read once (:func:`~lockgate.pricing.price_table`): what a request's cost is computed from."""
 
     @property
     def group(self) -> str:
@@ -65,7 +67,8 @@ def _target(deployment: Deployment, settings: Settings, catalog: Catalog | None 
     timeouts = Timeouts(total=total, first_byte=first_byte, idle=idle, connect=settings.connect_timeout)
     drop = deployment.options.get("drop_params", settings.drop_params)
     prices = _prices(deployment, catalog)
-    return Target(deployment, provider, timeouts, bool(drop), prices, _priced(prices))
+    table = pricing.price_table(prices)
+    return Target(deployment, provider, timeouts, bool(drop), prices, _priced(table), table)
 
 
 def _prices(deployment: Deployment, catalog: Catalog | None) -> Mapping[str, Any]:
@@ -97,8 +100,8 @@ def price_hint(deployment: Deployment) -> str:
     return f"give it {prices} (or model_info.base_model naming a catalog model)"
 
 
-def _priced(prices: Mapping[str, Any]) -> bool:
-    return pricing.rates_for(prices, 0) is not None
+def _priced(table: pricing.PriceTable) -> bool:
+    return pricing.rates_for(table, 0) is not None
 
 
 class Router:
@@ -192,7 +195,8 @@ class Router:
             return known
         deployment = replace(target.deployment, upstream_model=target.deployment.upstream_model.replace("*", part))
         prices = _prices(deployment, self._catalog)
-        specialised = replace(target, deployment=deployment, prices=prices, priced=_priced(prices))
+        table = pricing.price_table(prices)
+        specialised = replace(target, deployment=deployment, prices=prices, priced=_priced(table), table=table)
         if len(self._specialised) >= 4096:  # names are chosen by clients: bounded
             self._specialised.clear()
         self._specialised[(target.deployment.id, part)] = specialised
@@ -290,7 +294,7 @@ class Router:
 
 def _price(target: Target) -> float:
     """What a token costs at the deployment (input and output prices added; unpriced last)."""
-    rates = pricing.rates_for(target.prices, 0)
+    rates = pricing.rates_for(target.table, 0)
     return math.inf if rates is None else rates.input + rates.output
 
 
