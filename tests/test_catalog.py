@@ -22,7 +22,7 @@ from lockgate.catalog import Catalog, CatalogError, is_price, load_catalog
 from lockgate.config import parse_settings
 from lockgate.dialects.anthropic import messages_usage_to_chat
 from lockgate.pricing import PRICE_TABLES, cost_of
-from lockgate.routing.router import Router
+from lockgate.routing.router import Router, Target
 
 # --- the shipped file -----------------------------------------------------------------------------------
 
@@ -364,6 +364,21 @@ def _deployment_entry(model: str, base_model: str | None, params: dict[str, Any]
     return entry if base_model is None else {**entry, "model_info": {"base_model": base_model}}
 
 
+def _priced_by(
+    catalog: Catalog, model: str, base_model: str | None, params: dict[str, Any]
+) -> tuple[str | None, Target]:
+    """The catalog key that prices this config deployment (as parsed), and the router's target for it."""
+    settings = parse_settings({"model_list": [_deployment_entry(model, base_model, params)]}, {})
+    deployment = settings.deployments[0]
+    found = catalog.find(
+        deployment.provider,
+        deployment.upstream_model,
+        base_model=base_model,
+        region=deployment.options.get("aws_region_name"),
+    )
+    return (found[0] if found else None), Router(settings, catalog=catalog).group("m")[0]
+
+
 @pytest.mark.parametrize(
     ("model", "base_model", "params", "expected"),
     PRECEDENCE,
@@ -374,16 +389,8 @@ def test_which_entry_prices_a_deployment(
 ) -> None:
     """The config's deployment, as parsed, is priced by the key in the table, and the router's target carries that
     entry's prices (or none)."""
-    settings = parse_settings({"model_list": [_deployment_entry(model, base_model, params)]}, {})
-    deployment = settings.deployments[0]
-    found = litellm_catalog.find(
-        deployment.provider,
-        deployment.upstream_model,
-        base_model=base_model,
-        region=deployment.options.get("aws_region_name"),
-    )
-    assert (found[0] if found else None) == expected
-    target = Router(settings, catalog=litellm_catalog).group("m")[0]
+    key, target = _priced_by(litellm_catalog, model, base_model, params)
+    assert key == expected
     if expected is None:
         assert not target.priced and "input_cost_per_token" not in target.prices
     else:
@@ -548,16 +555,8 @@ IMPORTED_DEPLOYMENTS: list[tuple[str, str | None, str]] = [
 def test_a_deployment_finds_its_imported_entry(model: str, base_model: str | None, expected: str) -> None:
     catalog = load_catalog()
     assert "via" in catalog.models[expected]
-    settings = parse_settings({"model_list": [_deployment_entry(model, base_model, {})]}, {})
-    deployment = settings.deployments[0]
-    found = catalog.find(
-        deployment.provider,
-        deployment.upstream_model,
-        base_model=base_model,
-        region=deployment.options.get("aws_region_name"),
-    )
-    assert found is not None and found[0] == expected
-    target = Router(settings, catalog=catalog).group("m")[0]
+    key, target = _priced_by(catalog, model, base_model, {})
+    assert key == expected
     assert target.priced
     prices = {name: value for name, value in catalog.models[expected].items() if isinstance(value, float)}
     assert {name: target.prices[name] for name in prices} == prices
